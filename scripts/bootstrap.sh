@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# Installs what the Derrick dev/test harness needs, idempotently:
+#   Debian packages (mosquitto, postgresql, ...), a Java >= 17, the pinned QuestDB jar,
+#   the pinned uv and the project's locked Python environment (.venv).
+# Writes the discovered paths to "$DERRICK_CACHE/env" for harness/ to read.
+# Never leaves a Debian-managed mosquitto or postgresql service running: the harness
+# starts its own processes on free loopback ports.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DERRICK_CACHE="${DERRICK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/derrick}"
+UV_VERSION="0.13.8"
+QUESTDB_LOCK="$REPO_ROOT/harness/questdb.lock"
+
+log() { printf '[bootstrap] %s\n' "$*"; }
+die() { printf '[bootstrap] ERROR: %s\n' "$*" >&2; exit 1; }
+
+SUDO=()
+if [[ "$(id -u)" -ne 0 ]]; then
+    command -v sudo >/dev/null 2>&1 || die "not root and sudo is missing: run as root or install sudo"
+    SUDO=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+mkdir -p "$DERRICK_CACHE"
+
+# ---------------------------------------------------------------- Debian packages
+APT_UPDATED=0
+pkg_installed() { dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'; }
+pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null; }
+
+apt_install() {
+    # apt_install PKG...: installs the packages that are missing, apt-get update at most once.
+    local missing=() pkg
+    for pkg in "$@"; do
+        if pkg_installed "$pkg"; then
+            log "$pkg: already present ($(pkg_version "$pkg"))"
+        else
+            missing+=("$pkg")
+        fi
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    if [[ "$APT_UPDATED" -eq 0 ]]; then
+        log "apt-get update"
+        "${SUDO[@]}" apt-get update -qq
+        APT_UPDATED=1
+    fi
+    log "apt-get install ${missing[*]}"
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    for pkg in "${missing[@]}"; do
+        pkg_installed "$pkg" || die "$pkg did not install"
+        log "$pkg: installed ($(pkg_version "$pkg"))"
+    done
+}
+
+stop_debian_services() {
+    # The packages' maintainer scripts may start services on the default ports; stop them.
+    if pgrep -x mosquitto >/dev/null 2>&1 && pgrep -a -x mosquitto | grep -q '/etc/mosquitto/mosquitto.conf'; then
+        log "stopping the Debian mosquitto service"
+        "${SUDO[@]}" service mosquitto stop >/dev/null 2>&1 || true
+        local pid
+        for pid in $(pgrep -f '^/usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf' || true); do
+            "${SUDO[@]}" kill "$pid" 2>/dev/null || true
+        done
+    fi
+    if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+        "${SUDO[@]}" systemctl disable --now mosquitto >/dev/null 2>&1 || true
+        "${SUDO[@]}" systemctl disable --now postgresql >/dev/null 2>&1 || true
+    fi
+    if command -v pg_lsclusters >/dev/null 2>&1; then
+        local ver name port status _rest
+        while read -r ver name port status _rest; do
+            if [[ "$status" == online* ]]; then
+                log "stopping the Debian postgresql cluster $ver/$name (port $port)"
+                "${SUDO[@]}" pg_ctlcluster "$ver" "$name" stop >/dev/null 2>&1 || true
+            fi
+        done < <(pg_lsclusters --no-header 2>/dev/null || true)
+    fi
+}
+
+apt_install mosquitto mosquitto-clients postgresql procps ca-certificates curl
+stop_debian_services
+
+MOSQUITTO_BIN="$(command -v mosquitto || true)"
+[[ -z "$MOSQUITTO_BIN" && -x /usr/sbin/mosquitto ]] && MOSQUITTO_BIN=/usr/sbin/mosquitto
+[[ -x "$MOSQUITTO_BIN" ]] || die "mosquitto binary not found after install (apt-get install mosquitto)"
+
+PG_BINDIR=""
+for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    if [[ -x "$dir/initdb" && -x "$dir/postgres" && -x "$dir/pg_ctl" ]]; then PG_BINDIR="$dir"; break; fi
+done
+[[ -n "$PG_BINDIR" ]] || die "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin (apt-get install postgresql)"
+log "postgresql server binaries: $PG_BINDIR"
+
+# ---------------------------------------------------------------- Java >= 17
+java_major() {
+    # Prints the feature version of the java binary $1, or nothing.
+    "$1" -XshowSettings:properties -version 2>&1 \
+        | sed -n 's/^ *java\.specification\.version = \([0-9][0-9]*\).*/\1/p' | head -n1
+}
+java_ok() { local major; major="$(java_major "$1" || true)"; [[ -n "$major" && "$major" -ge 17 ]]; }
+
+JAVA_BIN=""
+if [[ -n "${DERRICK_JAVA:-}" ]]; then
+    java_ok "$DERRICK_JAVA" || die "DERRICK_JAVA=$DERRICK_JAVA is not a Java >= 17"
+    JAVA_BIN="$DERRICK_JAVA"
+elif [[ -x /usr/lib/jvm/temurin-25-jdk-amd64/bin/java ]] && java_ok /usr/lib/jvm/temurin-25-jdk-amd64/bin/java; then
+    JAVA_BIN=/usr/lib/jvm/temurin-25-jdk-amd64/bin/java
+elif command -v java >/dev/null 2>&1 && java_ok "$(command -v java)"; then
+    JAVA_BIN="$(command -v java)"
+else
+    apt_install openjdk-17-jre-headless
+    for cand in /usr/lib/jvm/java-17-openjdk-amd64/bin/java "$(command -v java || true)"; do
+        if [[ -n "$cand" && -x "$cand" ]] && java_ok "$cand"; then JAVA_BIN="$cand"; break; fi
+    done
+fi
+[[ -n "$JAVA_BIN" ]] || die "no Java >= 17 found: install openjdk-17-jre-headless or set DERRICK_JAVA"
+log "java: $JAVA_BIN (Java $(java_major "$JAVA_BIN"))"
+
+# ---------------------------------------------------------------- QuestDB jar
+lock_value() { sed -n "s/^$1=//p" "$QUESTDB_LOCK" | head -n1; }
+QDB_VERSION="$(lock_value version)"
+QDB_SHA256="$(lock_value sha256)"
+[[ -n "$QDB_VERSION" && -n "$QDB_SHA256" ]] || die "$QUESTDB_LOCK must hold version= and sha256= lines"
+QDB_JAR="$DERRICK_CACHE/questdb/questdb-$QDB_VERSION.jar"
+QDB_URL="https://repo1.maven.org/maven2/org/questdb/questdb/$QDB_VERSION/questdb-$QDB_VERSION.jar"
+
+sha_of() { sha256sum "$1" | cut -d' ' -f1; }
+if [[ -f "$QDB_JAR" && "$(sha_of "$QDB_JAR")" == "$QDB_SHA256" ]]; then
+    log "questdb $QDB_VERSION: already present ($QDB_JAR)"
+else
+    [[ -f "$QDB_JAR" ]] && log "questdb $QDB_VERSION: cached jar has a wrong checksum, downloading again"
+    mkdir -p "$(dirname "$QDB_JAR")"
+    tmp="$(mktemp "$QDB_JAR.part.XXXXXX")"
+    trap 'rm -f "$tmp"' EXIT
+    log "questdb $QDB_VERSION: downloading $QDB_URL"
+    curl -fsSL --retry 3 --retry-delay 2 -o "$tmp" "$QDB_URL" || die "download of $QDB_URL failed"
+    got="$(sha_of "$tmp")"
+    [[ "$got" == "$QDB_SHA256" ]] || die "questdb jar checksum mismatch: expected $QDB_SHA256, got $got"
+    mv -f "$tmp" "$QDB_JAR"
+    trap - EXIT
+    log "questdb $QDB_VERSION: installed ($QDB_JAR)"
+fi
+
+# ---------------------------------------------------------------- Python + uv + .venv
+PYTHON_BIN=""
+find_python() {
+    local cand exe
+    for cand in python3.11 python3.12 python3.13 python3; do
+        command -v "$cand" >/dev/null 2>&1 || continue
+        exe="$("$cand" -c 'import sys; print(sys.executable if sys.version_info >= (3, 11) else "")' 2>/dev/null || true)"
+        if [[ -n "$exe" && -x "$exe" ]]; then PYTHON_BIN="$exe"; return 0; fi
+    done
+    return 1
+}
+if ! find_python; then
+    apt_install python3 python3-venv
+    find_python || die "no Python >= 3.11 found: install python3 (>= 3.11) and python3-venv"
+fi
+log "python: $PYTHON_BIN ($("$PYTHON_BIN" -c 'import platform; print(platform.python_version())'))"
+
+UV_VENV="$DERRICK_CACHE/uv-venv"
+UV_BIN="$UV_VENV/bin/uv"
+if [[ -x "$UV_BIN" ]] && [[ "$("$UV_BIN" --version 2>/dev/null)" == "uv $UV_VERSION"* ]]; then
+    log "uv $UV_VERSION: already present ($UV_BIN)"
+else
+    log "uv $UV_VERSION: installing into $UV_VENV"
+    if ! "$PYTHON_BIN" -c 'import venv, ensurepip' 2>/dev/null; then
+        apt_install python3-venv
+    fi
+    rm -rf "$UV_VENV"
+    "$PYTHON_BIN" -m venv "$UV_VENV"
+    "$UV_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+    log "uv $UV_VERSION: installed ($UV_BIN)"
+fi
+
+log "uv sync --frozen"
+(cd "$REPO_ROOT" && "$UV_BIN" sync --frozen --python "$PYTHON_BIN")
+
+# ---------------------------------------------------------------- paths for the harness
+ENV_FILE="$DERRICK_CACHE/env"
+tmp_env="$(mktemp "$ENV_FILE.XXXXXX")"
+cat >"$tmp_env" <<EOF
+# Written by scripts/bootstrap.sh; read by harness/locate.py (environment variables win).
+DERRICK_JAVA=$JAVA_BIN
+DERRICK_QUESTDB_JAR=$QDB_JAR
+DERRICK_MOSQUITTO=$MOSQUITTO_BIN
+DERRICK_PG_BINDIR=$PG_BINDIR
+EOF
+mv -f "$tmp_env" "$ENV_FILE"
+log "paths written to $ENV_FILE"
+log "done"
