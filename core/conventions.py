@@ -1,0 +1,35 @@
+"""Names Derrick puts on the Sparkplug wire, in one place.
+
+The edge agent declares these in its NBIRTH; the Primary Host (ingest) writes to them with
+NCMD. Other Sparkplug hosts see ordinary, documented node metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Default Primary Host id (``spBv1.0/STATE/<host_id>``).
+DEFAULT_PRIMARY_HOST_ID: Final = "derrick"
+
+#: The Sparkplug node-control metric every edge node declares (spec 3.0, mandatory).
+REBIRTH_METRIC: Final = "Node Control/Rebirth"
+
+#: Cumulative end-to-end acknowledgement: the host writes the highest batch number below
+#: which (inclusive) every batch of the node is committed in QuestDB. UInt64.
+ACKED_BATCH_METRIC: Final = "Derrick/Acked Batch"
+
+#: Cloud-commanded alarm sampling: the host (or an operator) writes true/false. Boolean.
+ALARM_COMMAND_METRIC: Final = "Derrick/Alarm Mode"
+
+#: Node status metrics published in NBIRTH and NDATA.
+QUEUE_DEPTH_METRIC: Final = "Derrick/Queue Depth"
+QUEUE_OLDEST_AGE_METRIC: Final = "Derrick/Oldest Unacked Age ms"
+REPLAY_BACKLOG_METRIC: Final = "Derrick/Replay Backlog"
+EVICTIONS_METRIC: Final = "Derrick/Evictions"
+SAMPLING_MODE_METRIC: Final = "Derrick/Sampling Mode"
+AGENT_VERSION_METRIC: Final = "Derrick/Agent Version"
+
+#: Metric property keys (Sparkplug PropertySet) carried in births.
+PROP_ENG_UNIT: Final = "engUnit"
+PROP_HOT: Final = "hot"
+PROP_QUALITY: Final = "Quality"
