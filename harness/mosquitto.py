@@ -1,0 +1,116 @@
+"""A Mosquitto broker on a free loopback port, configured from ``broker/mosquitto/``."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import string
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness import locate
+from harness.ports import allocate_port
+from harness.service import Service
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "broker" / "mosquitto" / "dev.conf.template"
+
+_CONNACK = 0x20
+_DEFAULT_LOG_TYPES = ("error", "warning", "notice", "information")
+
+
+def _mqtt_probe(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Send an MQTT 3.1.1 CONNECT and return True on any CONNACK."""
+    client_id = f"derrick-harness-probe-{os.getpid()}".encode()
+    variable_header = b"\x00\x04MQTT\x04\x02\x00\x0a"  # level 4, clean session, keepalive 10
+    payload = struct.pack("!H", len(client_id)) + client_id
+    remaining = len(variable_header) + len(payload)
+    connect = bytes([0x10, remaining]) + variable_header + payload
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(connect)
+        reply = sock.recv(4)
+        if len(reply) >= 2 and reply[0] == _CONNACK:
+            sock.sendall(b"\xe0\x00")  # DISCONNECT
+            return True
+    return False
+
+
+class Mosquitto(Service):
+    """A Mosquitto broker for development and tests.
+
+    ``insecure_allow_anonymous`` (default True) lets any local client connect without
+    credentials; turn it off and pass ``password_file`` to require a login. ``verbose`` logs
+    every packet (``log_type all``).
+    """
+
+    name = "mosquitto"
+
+    def __init__(
+        self,
+        base_dir: Path | None = None,
+        *,
+        insecure_allow_anonymous: bool = True,
+        password_file: Path | None = None,
+        verbose: bool = False,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        if not insecure_allow_anonymous and password_file is None:
+            raise ValueError("without insecure_allow_anonymous a password_file is required")
+        super().__init__(base_dir, startup_timeout=startup_timeout, stop_timeout=10.0)
+        self.insecure_allow_anonymous = insecure_allow_anonymous
+        self.password_file = password_file
+        self.verbose = verbose
+        self._binary = locate.mosquitto_binary()
+        self._port = 0
+
+    def __repr__(self) -> str:
+        port = self._port or "unassigned"
+        return f"<Mosquitto {self.host}:{port} pid={self.pid} dir={self.base_dir}>"
+
+    @property
+    def port(self) -> int:
+        self._require_ports()
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``mqtt://127.0.0.1:<port>``."""
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.base_dir / "mosquitto.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base_dir / "mosquitto.log"
+
+    def _log_files(self) -> list[Path]:
+        return [self.output_path, self.log_path]
+
+    def _assign_ports(self) -> None:
+        self._port = allocate_port()
+
+    def render_config(self) -> str:
+        """The broker configuration for the current port and options."""
+        template = string.Template(TEMPLATE.read_text(encoding="utf-8"))
+        log_types = ("all",) if self.verbose else _DEFAULT_LOG_TYPES
+        password_line = f"password_file {self.password_file}" if self.password_file else ""
+        return template.substitute(
+            user=getpass.getuser(),
+            port=self._port,
+            allow_anonymous="true" if self.insecure_allow_anonymous else "false",
+            password_file_line=password_line,
+            log_path=self.log_path,
+            log_types="\n".join(f"log_type {kind}" for kind in log_types),
+        )
+
+    def _prepare(self) -> None:
+        self.config_path.write_text(self.render_config(), encoding="utf-8")
+
+    def _command(self) -> Sequence[str]:
+        return [str(self._binary), "-c", str(self.config_path)]
+
+    def _is_ready(self) -> bool:
+        return _mqtt_probe(self.host, self._port)
