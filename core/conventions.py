@@ -18,6 +18,10 @@ REBIRTH_METRIC: Final = "Node Control/Rebirth"
 #: which (inclusive) every batch of the node is committed in QuestDB. UInt64.
 ACKED_BATCH_METRIC: Final = "Derrick/Acked Batch"
 
+#: The oldest batch the node still holds (UInt64). Batches below it that the host never
+#: committed were evicted by the node's size cap: the host may advance past them.
+OLDEST_BATCH_METRIC: Final = "Derrick/Oldest Batch"
+
 #: Cloud-commanded alarm sampling: the host (or an operator) writes true/false. Boolean.
 ALARM_COMMAND_METRIC: Final = "Derrick/Alarm Mode"
 

@@ -1,0 +1,433 @@
+"""The edge agent: samples sensors, commits every reading durably, publishes Sparkplug B.
+
+Tasks (one ``TaskGroup``, each named):
+
+- ``sampler:<device>``: reads a device's sensors at the current mode's rate into memory;
+- ``publisher``: every ``publish.interval_ms`` commits what was sampled (one SQLite
+  transaction, one fsync), publishes the new batches live, then re-sends unacknowledged
+  batches as historical data within the replay share of the link;
+- ``mqtt``: the connection loop: walks the server list with backoff, registers the NDEATH
+  Will, waits for the Primary Host's STATE, sends births, handles commands (rebirth,
+  acknowledgement, alarm mode).
+
+All SQLite work runs on one dedicated thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import aiomqtt
+
+from core import conventions, tags
+from core.sparkplug import (
+    DataType,
+    MessageType,
+    SparkplugError,
+    StatePayload,
+    StateTopic,
+    Topic,
+    decode_payload,
+)
+from edge.config import AgentConfig, MqttServer
+from edge.queue import Batch, PendingSample, StoreAndForwardQueue
+from edge.sampling import Deadband, SamplingPolicy
+from edge.session import EdgeNodeSession, MetricDef, Outgoing
+from edge.sources.simulator import DrillingSimulator
+
+log = logging.getLogger(__name__)
+
+AGENT_VERSION = "0.1.0"
+T = TypeVar("T")
+
+_NODE_METRICS: tuple[tuple[str, DataType, bool], ...] = (
+    (conventions.ACKED_BATCH_METRIC, DataType.UInt64, True),
+    (conventions.OLDEST_BATCH_METRIC, DataType.UInt64, False),
+    (conventions.ALARM_COMMAND_METRIC, DataType.Boolean, True),
+    (conventions.QUEUE_DEPTH_METRIC, DataType.UInt64, False),
+    (conventions.QUEUE_OLDEST_AGE_METRIC, DataType.UInt64, False),
+    (conventions.REPLAY_BACKLOG_METRIC, DataType.UInt64, False),
+    (conventions.EVICTIONS_METRIC, DataType.UInt64, False),
+    (conventions.SAMPLING_MODE_METRIC, DataType.String, False),
+    (conventions.AGENT_VERSION_METRIC, DataType.String, False),
+)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _HostOffline(Exception):
+    """The Primary Host declared itself offline: leave this server."""
+
+
+class EdgeAgent:
+    """One edge node: its sources, its durable queue and its Sparkplug session."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        *,
+        password: str | None = None,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self._cfg = cfg
+        self._password = password
+        self._clock = clock
+        self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-queue")
+        self._queue = StoreAndForwardQueue(
+            cfg.queue.path, max_bytes=cfg.queue.max_bytes, fsync=cfg.queue.fsync
+        )
+        self._policy = SamplingPolicy(cfg)
+        self._pending: dict[str, list[PendingSample]] = {d.id: [] for d in cfg.devices}
+        self._current: dict[int, object] = {}
+        self._client: aiomqtt.Client | None = None
+        self._live = False
+        self._pub_lock = asyncio.Lock()
+        self._mode_changed = asyncio.Event()
+        self._host_ts: dict[int, int] = {}
+        self._replay_tokens = 0.0
+        self._session: EdgeNodeSession | None = None
+        self.published_samples = 0
+
+    def __repr__(self) -> str:
+        return f"EdgeAgent(node={self._cfg.node.appliance!r})"
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_thread, lambda: fn(*args, **kwargs))
+
+    # -- start ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        await self._db(self._queue.open)
+        try:
+            self._session = await self._db(self._build_session)
+            log.info(
+                "edge node %s/%s starting: %d devices, %d sensors, queue %s",
+                self._cfg.node.site,
+                self._cfg.node.appliance,
+                len(self._cfg.devices),
+                self._cfg.sensor_count(),
+                self._cfg.queue.path,
+            )
+            async with asyncio.TaskGroup() as tg:
+                for device in self._cfg.devices:
+                    tg.create_task(self._sample_loop(device.id), name=f"sampler:{device.id}")
+                tg.create_task(self._publish_loop(), name="publisher")
+                tg.create_task(self._mqtt_loop(), name="mqtt")
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._final_commit())
+            await self._db(self._queue.close)
+            self._db_thread.shutdown(wait=True)
+
+    def _build_session(self) -> EdgeNodeSession:
+        defs: list[MetricDef] = []
+        for name, datatype, writable in _NODE_METRICS:
+            alias = self._queue.register_metric("", name, int(datatype))
+            defs.append(MetricDef(alias, "", name, datatype, writable=writable))
+        for device in self._cfg.devices:
+            for sensor in device.sensors:
+                alias = self._queue.register_metric(device.id, sensor.tag, int(DataType.Double))
+                hot = sensor.hot if sensor.hot is not None else tags.TAGS[sensor.tag].hot
+                defs.append(
+                    MetricDef(alias, device.id, sensor.tag, DataType.Double, sensor.unit, hot)
+                )
+        return EdgeNodeSession(
+            group_id=self._cfg.node.site,
+            edge_node_id=self._cfg.node.appliance,
+            metrics=defs,
+            clock=self._clock,
+            datatype_in_data=self._cfg.publish.datatype_in_data,
+        )
+
+    @property
+    def session(self) -> EdgeNodeSession:
+        if self._session is None:
+            raise RuntimeError("agent not started")
+        return self._session
+
+    # -- sampling ------------------------------------------------------------------------
+
+    async def _sample_loop(self, device_id: str) -> None:
+        device = next(d for d in self._cfg.devices if d.id == device_id)
+        source = DrillingSimulator(device.seed)
+        sensor_tags = [s.tag for s in device.sensors]
+        hot = {s.tag: (s.hot if s.hot is not None else tags.TAGS[s.tag].hot) for s in device.sensors}
+        aliases = {s.tag: self.session.metric(device_id, s.tag).alias for s in device.sensors}
+        deadband = Deadband({s.tag: s.deadband for s in device.sensors}, self._cfg.max_silence_s)
+        pending = self._pending[device_id]
+        while True:
+            now_ms = self._clock()
+            now = now_ms / 1000
+            values = source.read(sensor_tags, now)
+            if self._policy.observe(values, now):
+                self._mode_changed.set()
+            for tag, value in values.items():
+                if deadband.keep(tag, value, now):
+                    pending.append(PendingSample(aliases[tag], now_ms, value, hot[tag]))
+            interval = self._policy.interval_s(now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._mode_changed.wait(), interval)
+                self._mode_changed.clear()
+
+    # -- committing and publishing -------------------------------------------------------
+
+    def _take_pending(self) -> dict[str, list[PendingSample]]:
+        taken = {}
+        for device, samples in self._pending.items():
+            if samples:
+                taken[device] = samples[:]
+                samples.clear()
+        return taken
+
+    async def _commit(self) -> list[Batch]:
+        taken = self._take_pending()
+        if not taken:
+            return []
+        batches = await self._db(self._queue.commit, taken, now_ms=self._clock())
+        for samples in taken.values():
+            for s in samples:
+                self._current[s.alias] = s.value
+        return batches
+
+    async def _final_commit(self) -> None:
+        await self._commit()
+
+    async def _publish_loop(self) -> None:
+        interval = self._cfg.publish.interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            new = await self._commit()
+            if not self._live:
+                continue
+            now = self._clock()
+            live = [b for b in new if now - b.created_ms <= self._cfg.publish.live_window_ms]
+            await self._send_batches(live, historical=False)
+            await self._replay(skip={b.id for b in live})
+
+    async def _replay(self, *, skip: set[int]) -> None:
+        pub = self._cfg.publish
+        budget = pub.link_bytes_per_s * pub.replay_share * pub.interval_ms / 1000
+        self._replay_tokens = min(self._replay_tokens + budget, budget * 10)
+        if self._replay_tokens <= 0:
+            return
+        max_samples = max(1, int(self._replay_tokens / 12))
+        due = await self._db(
+            self._queue.due,
+            now_ms=self._clock(),
+            resend_after_ms=pub.ack_timeout_ms,
+            max_samples=max_samples,
+        )
+        due = [b for b in due if b.id not in skip]
+        if due:
+            spent = await self._send_batches(due, historical=True)
+            self._replay_tokens -= spent
+
+    async def _send_batches(self, batches: list[Batch], *, historical: bool) -> int:
+        """Publish batches (grouped per device up to the message size); returns bytes sent."""
+        if not batches:
+            return 0
+        limit = self._cfg.publish.max_metrics_per_message
+        groups: list[tuple[str, list[Batch]]] = []
+        for batch in batches:
+            if groups and groups[-1][0] == batch.device and historical and (
+                sum(len(b.samples) for b in groups[-1][1]) + len(batch.samples) <= limit
+            ):
+                groups[-1][1].append(batch)
+            else:
+                groups.append((batch.device, [batch]))
+        sent_bytes = 0
+        sent_ids: list[int] = []
+        async with self._pub_lock:
+            client = self._client
+            if client is None or not self._live:
+                return 0
+            for device, group in groups:
+                samples = [(s.alias, s.ts_ms, s.value) for b in group for s in b.samples]
+                out = self.session.data(
+                    device,
+                    samples,
+                    historical=historical or any(b.historical for b in group),
+                    batches=[b.id for b in group],
+                )
+                try:
+                    await client.publish(str(out.topic), out.payload, qos=0, retain=False)
+                except aiomqtt.MqttError as exc:
+                    log.info("publish failed, batches stay queued: %s", exc)
+                    break
+                sent_bytes += len(out.payload)
+                sent_ids.extend(b.id for b in group)
+                self.published_samples += len(samples)
+        if sent_ids:
+            await self._db(self._queue.mark_sent, sent_ids, now_ms=self._clock())
+        return sent_bytes
+
+    # -- MQTT session --------------------------------------------------------------------
+
+    async def _mqtt_loop(self) -> None:
+        servers = self._cfg.mqtt.servers
+        index = 0
+        delay = self._cfg.mqtt.reconnect_min_s
+        while True:
+            server = servers[index]
+            try:
+                await self._connect_and_serve(index, server)
+                delay = self._cfg.mqtt.reconnect_min_s
+            except _HostOffline:
+                log.info("primary host offline: left %s:%d", server.host, server.port)
+                index = (index + 1) % len(servers)
+                delay = self._cfg.mqtt.reconnect_min_s
+            except aiomqtt.MqttError as exc:
+                log.info("MQTT %s:%d unavailable: %s", server.host, server.port, exc)
+                index = (index + 1) % len(servers)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._cfg.mqtt.reconnect_max_s)
+
+    async def _connect_and_serve(self, index: int, server: MqttServer) -> None:
+        session = self.session
+        bdseq = await self._db(self._queue.next_bdseq)
+        will = session.will(bdseq)
+        ncmd = session.topic(MessageType.NCMD)
+        state_topic = StateTopic(self._cfg.mqtt.primary_host_id)
+        client = aiomqtt.Client(
+            server.host,
+            server.port,
+            identifier=self._cfg.node.appliance,
+            username=self._cfg.mqtt.username,
+            password=self._password,
+            clean_session=True,
+            keepalive=self._cfg.mqtt.keepalive_s,
+            timeout=self._cfg.mqtt.connect_timeout_s,
+            will=aiomqtt.Will(str(will.topic), will.payload, qos=1, retain=False),
+            protocol=aiomqtt.ProtocolVersion.V311,
+        )
+        async with client:
+            self._client = client
+            try:
+                await client.subscribe(str(ncmd), qos=1)
+                for device in session.devices:
+                    await client.subscribe(str(session.topic(MessageType.DCMD, device)), qos=1)
+                if self._cfg.mqtt.wait_for_primary_host:
+                    await client.subscribe(str(state_topic), qos=1)
+                else:
+                    await self._birth()
+                async for message in client.messages:
+                    await self._on_message(index, str(message.topic), bytes(message.payload))
+            except _HostOffline:
+                await self._leave(client)
+                raise
+            finally:
+                self._live = False
+                self._client = None
+
+    async def _leave(self, client: aiomqtt.Client) -> None:
+        death = self.session.ndeath()
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(str(death.topic), death.payload, qos=1, retain=False)
+
+    async def stop_gracefully(self) -> None:
+        """Publish NDEATH before an intentional disconnect (Sparkplug 3.0, MQTT 3.1.1)."""
+        client = self._client
+        if client is not None and self._session is not None and self._session.bdseq is not None:
+            await self._leave(client)
+
+    async def _birth(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        async with self._pub_lock:
+            self._live = False
+            stats = await self._db(self._queue.stats)
+            values = self._node_values(stats)
+            births: list[Outgoing] = [self.session.nbirth(values)]
+            births.extend(self.session.dbirth(d, self._current) for d in self.session.devices)
+            for out in births:
+                await client.publish(str(out.topic), out.payload, qos=0, retain=False)
+            await self._db(self._queue.mark_all_unsent)
+            self._replay_tokens = 0.0
+            self._live = True
+        log.info(
+            "born: bdSeq %s, %d unacknowledged batches to replay",
+            self.session.bdseq,
+            stats.batches,
+        )
+
+    def _node_values(self, stats: Any) -> dict[int, object]:
+        s = self.session
+        now = self._clock()
+        by_name = {
+            conventions.ACKED_BATCH_METRIC: stats.acked_batch,
+            conventions.OLDEST_BATCH_METRIC: stats.oldest_batch or 0,
+            conventions.ALARM_COMMAND_METRIC: self._policy.commanded_alarm,
+            conventions.QUEUE_DEPTH_METRIC: stats.samples,
+            conventions.QUEUE_OLDEST_AGE_METRIC: (
+                0 if stats.oldest_created_ms is None else max(0, now - stats.oldest_created_ms)
+            ),
+            conventions.REPLAY_BACKLOG_METRIC: stats.batches,
+            conventions.EVICTIONS_METRIC: stats.evicted_samples,
+            conventions.SAMPLING_MODE_METRIC: self._policy.mode(now / 1000),
+            conventions.AGENT_VERSION_METRIC: AGENT_VERSION,
+        }
+        return {s.metric("", name).alias: value for name, value in by_name.items()}
+
+    async def _on_message(self, index: int, topic: str, payload: bytes) -> None:
+        state_topic = str(StateTopic(self._cfg.mqtt.primary_host_id))
+        if topic == state_topic:
+            await self._on_state(index, payload)
+            return
+        try:
+            parsed = Topic.parse(topic)
+            datatypes = {m.alias: m.datatype for m in self.session.node_metrics()}
+            command = decode_payload(payload, datatypes)
+        except SparkplugError as exc:
+            log.warning("ignored command on %s: %s (payload %r)", topic, exc, payload[:64])
+            return
+        if parsed.message_type is not MessageType.NCMD:
+            log.info("ignored %s: no writable device metrics", topic)
+            return
+        for metric in command.metrics:
+            name = metric.name
+            if name is None and metric.alias is not None:
+                name = self.session.definition(metric.alias).name
+            if name == conventions.REBIRTH_METRIC and metric.value is True:
+                log.info("rebirth requested")
+                await self._birth()
+            elif name == conventions.ACKED_BATCH_METRIC and isinstance(metric.value, int):
+                try:
+                    removed = await self._db(self._queue.ack, metric.value)
+                except Exception as exc:
+                    log.warning("refused acknowledgement %s: %s", metric.value, exc)
+                else:
+                    log.debug("acknowledged through batch %d: %d samples", metric.value, removed)
+            elif name == conventions.ALARM_COMMAND_METRIC and isinstance(metric.value, bool):
+                self._policy.commanded_alarm = metric.value
+                self._mode_changed.set()
+                log.info("alarm mode %s by command", "on" if metric.value else "off")
+            else:
+                log.warning("ignored NCMD metric %r = %r", name, metric.value)
+
+    async def _on_state(self, index: int, payload: bytes) -> None:
+        try:
+            state = StatePayload.decode(payload)
+        except SparkplugError as exc:
+            log.warning("ignored malformed STATE: %s (payload %r)", exc, payload[:64])
+            return
+        last = self._host_ts.get(index, -1)
+        if state.timestamp < last:
+            log.info("ignored stale STATE (timestamp %d < %d)", state.timestamp, last)
+            return
+        self._host_ts[index] = state.timestamp
+        if state.online:
+            if not self._live:
+                await self._birth()
+        elif self._live:
+            raise _HostOffline

@@ -1,0 +1,197 @@
+"""The edge agent's configuration: one TOML file, validated by msgspec.
+
+Loaded once in the entrypoint and passed down. An error names the key path and what was
+expected (``Expected `int` >= 1, got `0` - at `$.sampling.normal_per_min```).
+Secrets (the MQTT password) are read from a file named here, never kept in this file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from core import conventions, ids, tags
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+Share = Annotated[float, Meta(gt=0.0, le=1.0)]
+Port = Annotated[int, Meta(ge=1, le=65535)]
+
+
+class ConfigError(ValueError):
+    """The configuration file cannot be read or does not validate."""
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    pass
+
+
+class NodeConfig(_Strict, kw_only=True):
+    site: str
+    appliance: str
+
+
+class MqttServer(_Strict, kw_only=True):
+    host: str
+    port: Port = 1883
+
+
+class MqttConfig(_Strict, kw_only=True):
+    servers: Annotated[list[MqttServer], Meta(min_length=1)]
+    primary_host_id: str = conventions.DEFAULT_PRIMARY_HOST_ID
+    #: Wait for the Primary Host's STATE before publishing (Sparkplug 3.0 §5).
+    wait_for_primary_host: bool = True
+    keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 30
+    username: str | None = None
+    password_file: Path | None = None
+    connect_timeout_s: Annotated[float, Meta(gt=0)] = 10.0
+    reconnect_min_s: Annotated[float, Meta(gt=0)] = 0.5
+    reconnect_max_s: Annotated[float, Meta(gt=0)] = 30.0
+
+
+class QueueConfig(_Strict, kw_only=True):
+    path: Path
+    max_bytes: Annotated[int, Meta(ge=1_000_000)] = 150_000_000
+    #: fsync every commit. Turning it off loses the last commits on a power cut.
+    fsync: bool = True
+
+
+class PublishConfig(_Strict, kw_only=True):
+    #: How often samples are committed (one fsync) and published.
+    interval_ms: Annotated[int, Meta(ge=10, le=60_000)] = 1000
+    #: A batch first published later than this after its commit is marked historical.
+    live_window_ms: PositiveInt = 5000
+    #: An unacknowledged batch is re-sent after this (doubling per attempt, up to 16×).
+    ack_timeout_ms: PositiveInt = 15_000
+    #: The site link's capacity share one appliance may use, bytes/s (10 Mbit/s / 100).
+    link_bytes_per_s: PositiveInt = 12_500
+    #: Share of that capacity replay (historical data) may take; live data always goes first.
+    replay_share: Share = 0.5
+    #: Most metrics in one data message.
+    max_metrics_per_message: Annotated[int, Meta(ge=1, le=10_000)] = 500
+    #: Put the datatype on every metric of data messages (spec: SHOULD NOT; some decoders need it).
+    datatype_in_data: bool = False
+
+
+class SamplingConfig(_Strict, kw_only=True):
+    #: Values per minute for the whole appliance in normal operation, spread over its sensors.
+    normal_per_min: Annotated[int, Meta(ge=1, le=60_000)] = 150
+    #: Values per minute in alarm (500 per 10 s = 3000 per minute).
+    alarm_per_min: Annotated[int, Meta(ge=1, le=60_000)] = 3000
+    #: Alarm mode is left this long after the last trigger cleared.
+    alarm_hold_s: Annotated[float, Meta(ge=0)] = 120.0
+
+
+class AlarmRule(_Strict, kw_only=True):
+    tag: str
+    above: float | None = None
+    below: float | None = None
+    #: Absolute change per second that triggers alarm.
+    rate_per_s: Annotated[float, Meta(gt=0)] | None = None
+
+
+class SensorConfig(_Strict, kw_only=True):
+    tag: str
+    unit: str
+    hot: bool | None = None
+    #: Local DAQ channel (0–31); OPC UA node ids come with the OPC UA source.
+    channel: Annotated[int, Meta(ge=0, le=31)] | None = None
+    #: Report by exception: a value within this of the last published one is skipped
+    #: (at most ``max_silence_s`` of silence).
+    deadband: Annotated[float, Meta(ge=0)] = 0.0
+
+
+class DeviceConfig(_Strict, kw_only=True):
+    id: str
+    source: Literal["simulator"] = "simulator"
+    seed: int = 0
+    sensors: Annotated[list[SensorConfig], Meta(min_length=1)]
+
+
+class AgentConfig(_Strict, kw_only=True):
+    node: NodeConfig
+    mqtt: MqttConfig
+    queue: QueueConfig
+    publish: PublishConfig = msgspec.field(default_factory=PublishConfig)
+    sampling: SamplingConfig = msgspec.field(default_factory=SamplingConfig)
+    alarms: list[AlarmRule] = msgspec.field(default_factory=list)
+    devices: Annotated[list[DeviceConfig], Meta(min_length=1)]
+    #: Deadband silence limit: a sensor is published at least this often.
+    max_silence_s: Annotated[float, Meta(gt=0)] = 60.0
+
+    def sensor_count(self) -> int:
+        return sum(len(d.sensors) for d in self.devices)
+
+
+def _check_semantics(cfg: AgentConfig) -> None:
+    try:
+        ids.check_site_id(cfg.node.site)
+        ids.check_appliance_id(cfg.node.appliance, cfg.node.site)
+    except ids.IdError as exc:
+        raise ConfigError(f"{exc} - at `$.node`") from exc
+    seen_devices: set[str] = set()
+    for d_index, device in enumerate(cfg.devices):
+        where = f"$.devices[{d_index}]"
+        if not device.id or any(c in device.id for c in "+/#"):
+            raise ConfigError(f"device id {device.id!r} is empty or has + / # - at `{where}.id`")
+        if device.id in seen_devices:
+            raise ConfigError(f"device id {device.id!r} appears twice - at `{where}.id`")
+        seen_devices.add(device.id)
+        seen_tags: set[str] = set()
+        for s_index, sensor in enumerate(device.sensors):
+            at = f"{where}.sensors[{s_index}]"
+            spec = tags.TAGS.get(sensor.tag)
+            if spec is None:
+                raise ConfigError(f"unknown tag {sensor.tag!r} - at `{at}.tag`")
+            if sensor.unit != spec.unit:
+                raise ConfigError(
+                    f"tag {sensor.tag} has unit {spec.unit!r}, got {sensor.unit!r} - at `{at}.unit`"
+                )
+            if sensor.tag in seen_tags:
+                raise ConfigError(f"tag {sensor.tag} appears twice - at `{at}.tag`")
+            seen_tags.add(sensor.tag)
+    all_tags = {s.tag for d in cfg.devices for s in d.sensors}
+    for r_index, rule in enumerate(cfg.alarms):
+        if rule.tag not in all_tags:
+            raise ConfigError(f"alarm rule on tag {rule.tag!r} no sensor reads - at `$.alarms[{r_index}].tag`")
+
+
+def _dec_hook(type_: type, obj: object) -> object:
+    if type_ is Path and isinstance(obj, str):
+        return Path(obj)
+    raise NotImplementedError(f"cannot decode {type_!r}")
+
+
+def parse_config(text: bytes | str, *, source: str = "<config>") -> AgentConfig:
+    """Decode and validate a TOML configuration; errors say what and where."""
+    try:
+        cfg = msgspec.toml.decode(text, type=AgentConfig, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        _check_semantics(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    return cfg
+
+
+def load_config(path: Path) -> AgentConfig:
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    return parse_config(text, source=str(path))
+
+
+def read_password(cfg: MqttConfig) -> str | None:
+    """The MQTT password from its file (stripped), or None."""
+    if cfg.password_file is None:
+        return None
+    try:
+        return cfg.password_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read MQTT password file {cfg.password_file}: {exc.strerror}") from exc

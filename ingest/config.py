@@ -1,0 +1,113 @@
+"""The ingest worker's configuration: one TOML file, validated by msgspec.
+
+Connection secrets never live in this file: the QuestDB ILP configuration string and the MQTT
+password are read from the environment variables or files it names.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from core import conventions
+
+Port = Annotated[int, Meta(ge=1, le=65535)]
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be read or does not validate."""
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    pass
+
+
+class MqttConfig(_Strict, kw_only=True):
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    username: str | None = None
+    password_file: Path | None = None
+    keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 30
+    reconnect_min_s: Annotated[float, Meta(gt=0)] = 0.5
+    reconnect_max_s: Annotated[float, Meta(gt=0)] = 30.0
+
+
+class QuestDBConfig(_Strict, kw_only=True):
+    #: Name of the environment variable that holds the ILP/HTTP configuration string
+    #: (``http::addr=host:9000;username=…;password=…;``).
+    ilp_conf_env: str = "DERRICK_QUESTDB_ILP"
+    #: Name of the environment variable that holds the PGWire connection string (DDL).
+    pg_dsn_env: str = "DERRICK_QUESTDB_PG"
+    table_prefix: str = ""
+    #: Create the tables at start (``CREATE TABLE IF NOT EXISTS``).
+    create_tables: bool = True
+
+
+class IngestSettings(_Strict, kw_only=True):
+    primary_host_id: str = conventions.DEFAULT_PRIMARY_HOST_ID
+    #: Worker name: part of the MQTT client id.
+    worker: str = "w0"
+    #: Sparkplug groups (sites) this worker serves; ``["+"]`` = all (static partition by site).
+    groups: Annotated[list[str], Meta(min_length=1)] = ["+"]
+    flush_interval_ms: Annotated[int, Meta(ge=1, le=60_000)] = 100
+    flush_max_rows: Annotated[int, Meta(ge=1)] = 50_000
+    #: While QuestDB cannot take rows, at most this many wait in memory; data beyond it is
+    #: not acknowledged (the edges keep it and send it again).
+    max_pending_rows: Annotated[int, Meta(ge=1000)] = 500_000
+    max_payload_bytes: Annotated[int, Meta(ge=1024)] = 4 * 1024 * 1024
+    #: How long a seq gap may stay open before the node is asked to rebirth.
+    reorder_timeout_ms: Annotated[int, Meta(ge=0)] = 2000
+    #: At most one rebirth request per node in this period.
+    rebirth_cooldown_s: Annotated[float, Meta(ge=0)] = 30.0
+    #: At most this many rebirth requests per second across all nodes.
+    rebirth_rate_per_s: Annotated[float, Meta(gt=0)] = 50.0
+
+
+class IngestConfig(_Strict, kw_only=True):
+    mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
+    questdb: QuestDBConfig = msgspec.field(default_factory=QuestDBConfig)
+    ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
+
+
+def _dec_hook(type_: type, obj: object) -> object:
+    if type_ is Path and isinstance(obj, str):
+        return Path(obj)
+    raise NotImplementedError(f"cannot decode {type_!r}")
+
+
+def parse_config(text: bytes | str, *, source: str = "<config>") -> IngestConfig:
+    try:
+        return msgspec.toml.decode(text, type=IngestConfig, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+
+
+def load_config(path: Path) -> IngestConfig:
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    return parse_config(text, source=str(path))
+
+
+def secret_from_env(name: str) -> str:
+    """A connection string from the environment; the error names the variable, not a value."""
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(f"environment variable {name} is not set")
+    return value
+
+
+def read_password(cfg: MqttConfig) -> str | None:
+    if cfg.password_file is None:
+        return None
+    try:
+        return cfg.password_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read MQTT password file {cfg.password_file}: {exc.strerror}") from exc

@@ -1,0 +1,318 @@
+"""The Sparkplug Primary Host: STATE, node sessions, storage and end-to-end acknowledgement.
+
+Tasks (one ``TaskGroup``): ``mqtt`` (connection loop: STATE Will and birth, subscriptions,
+message dispatch) and ``flusher`` (every ``flush_interval_ms``: hand the current row set to
+the writer thread, then acknowledge the batches QuestDB accepted, and ask nodes whose seq gap
+outlived the reorder timeout to rebirth).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import aiomqtt
+import psycopg
+
+from core import conventions
+from core.sparkplug import (
+    DataType,
+    MessageType,
+    Metric,
+    Payload,
+    StatePayload,
+    StateTopic,
+    Topic,
+    encode_payload,
+)
+from core.tables import TableSet
+from ingest.config import IngestConfig
+from ingest.nodes import NodeState
+from ingest.pipeline import MessageProcessor, Outcome
+from ingest.writer import QuestDBWriter, RowSet, WriterError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def create_tables(pg_dsn: str, tables: TableSet) -> None:
+    """Create Derrick's QuestDB tables if missing (DDL over PGWire)."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for sql in tables.create_statements():
+            conn.execute(sql.encode())
+
+
+class PrimaryHost:
+    """One ingest worker acting as (a share of) the Sparkplug Primary Host."""
+
+    def __init__(
+        self,
+        cfg: IngestConfig,
+        *,
+        ilp_conf: str,
+        pg_dsn: str | None,
+        password: str | None = None,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self._cfg = cfg
+        self._settings = cfg.ingest
+        self._pg_dsn = pg_dsn
+        self._password = password
+        self._clock = clock
+        self._tables = TableSet(cfg.questdb.table_prefix)
+        self._writer = QuestDBWriter(ilp_conf, self._tables)
+        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="questdb")
+        self.processor = MessageProcessor(
+            primary_host_id=self._settings.primary_host_id,
+            clock=clock,
+            max_payload_bytes=self._settings.max_payload_bytes,
+        )
+        self._state_topic = StateTopic(self._settings.primary_host_id)
+        self._client: aiomqtt.Client | None = None
+        self._current: RowSet | None = None
+        self._failed: list[RowSet] = []
+        self._rebirth_tokens = self._settings.rebirth_rate_per_s
+        self.counters: Counter[str] = Counter()
+        self.online = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"PrimaryHost(id={self._settings.primary_host_id!r}, worker={self._settings.worker!r})"
+
+    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer_thread, fn, *args)
+
+    async def run(self) -> None:
+        if self._cfg.questdb.create_tables and self._pg_dsn:
+            await asyncio.to_thread(create_tables, self._pg_dsn, self._tables)
+        await self._in_writer(self._writer.open)
+        self._current = await self._in_writer(self._writer.new_row_set)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._mqtt_loop(), name="mqtt")
+                tg.create_task(self._flush_loop(), name="flusher")
+        finally:
+            await self._in_writer(self._writer.close)
+            self._writer_thread.shutdown(wait=True)
+
+    # -- MQTT ----------------------------------------------------------------------------
+
+    async def _mqtt_loop(self) -> None:
+        delay = self._cfg.mqtt.reconnect_min_s
+        while True:
+            try:
+                await self._serve()
+            except aiomqtt.MqttError as exc:
+                log.warning("MQTT connection lost: %s; reconnecting in %.1fs", exc, delay)
+            self.online.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._cfg.mqtt.reconnect_max_s)
+
+    async def _serve(self) -> None:
+        connect_ts = self._clock()
+        state = str(self._state_topic)
+        will = aiomqtt.Will(
+            state, StatePayload(online=False, timestamp=connect_ts).encode(), qos=1, retain=True
+        )
+        client = aiomqtt.Client(
+            self._cfg.mqtt.host,
+            self._cfg.mqtt.port,
+            identifier=f"{self._settings.primary_host_id}-{self._settings.worker}",
+            username=self._cfg.mqtt.username,
+            password=self._password,
+            clean_session=True,
+            keepalive=self._cfg.mqtt.keepalive_s,
+            will=will,
+            protocol=aiomqtt.ProtocolVersion.V311,
+        )
+        async with client:
+            self._client = client
+            try:
+                await client.subscribe(state, qos=1)
+                for group in self._settings.groups:
+                    await client.subscribe(f"spBv1.0/{group}/#", qos=0)
+                await client.publish(
+                    state,
+                    StatePayload(online=True, timestamp=connect_ts).encode(),
+                    qos=1,
+                    retain=True,
+                )
+                self.online.set()
+                log.info("primary host %s online", self._settings.primary_host_id)
+                async for message in client.messages:
+                    await self._on_message(str(message.topic), bytes(message.payload))
+            finally:
+                self._client = None
+
+    async def stop_gracefully(self) -> None:
+        """Publish STATE offline (QoS 1, retained) before disconnecting."""
+        client = self._client
+        if client is not None:
+            payload = StatePayload(online=False, timestamp=self._clock()).encode()
+            await client.publish(str(self._state_topic), payload, qos=1, retain=True)
+
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        self.counters["messages"] += 1
+        outcome = self.processor.process(topic, payload)
+        if outcome.state is False:
+            await self._reassert_online()
+        for dead in outcome.dead_letters:
+            self.counters[f"dead_letters.{dead.reason}"] += 1
+            log.warning(
+                "dead letter (%s) on %s: %s; payload %r",
+                dead.reason,
+                topic,
+                dead.detail[:200],
+                dead.payload[:64],
+            )
+        self._store(outcome)
+        if outcome.rebirth and outcome.node is not None:
+            await self._request_rebirth(outcome.node, outcome.rebirth)
+
+    def _store(self, outcome: Outcome) -> None:
+        rows = self._current
+        assert rows is not None
+        pending = rows.rows + sum(r.rows for r in self._failed)
+        for dead in outcome.dead_letters:
+            rows.add_dead_letter(dead)
+        if outcome.catalogue:
+            rows.add_catalogue(outcome.catalogue)
+        if not (outcome.numeric or outcome.events):
+            if outcome.batches and outcome.node is not None:
+                rows.batches[(outcome.node.group_id, outcome.node.edge_node_id)].extend(
+                    outcome.batches
+                )
+            return
+        if pending >= self._settings.max_pending_rows:
+            # QuestDB is not keeping up: shed, and do not acknowledge. The edge keeps these
+            # samples and sends them again; memory here stays bounded.
+            self.counters["shed_messages"] += 1
+            return
+        if outcome.numeric:
+            rows.add_numeric(outcome.numeric)
+            self.counters["metrics"] += len(outcome.numeric)
+        if outcome.events:
+            rows.add_events(outcome.events)
+            self.counters["metrics"] += len(outcome.events)
+        if outcome.batches and outcome.node is not None:
+            rows.batches[(outcome.node.group_id, outcome.node.edge_node_id)].extend(outcome.batches)
+
+    async def _reassert_online(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        log.warning("saw own STATE offline: re-asserting online")
+        payload = StatePayload(online=True, timestamp=self._clock()).encode()
+        await client.publish(str(self._state_topic), payload, qos=1, retain=True)
+
+    async def _request_rebirth(self, node: NodeState, reason: str) -> None:
+        now = self._clock()
+        cooldown_ms = self._settings.rebirth_cooldown_s * 1000
+        last = node.last_rebirth_request_ms
+        if last is not None and now - last < cooldown_ms:
+            return
+        if self._rebirth_tokens < 1:
+            self.counters["rebirth_throttled"] += 1
+            return
+        client = self._client
+        if client is None:
+            return
+        self._rebirth_tokens -= 1
+        node.last_rebirth_request_ms = now
+        self.counters["rebirth_requests"] += 1
+        log.info("asking %s/%s to rebirth: %s", node.group_id, node.edge_node_id, reason)
+        payload = Payload(
+            timestamp=now,
+            metrics=[
+                Metric(
+                    name=conventions.REBIRTH_METRIC,
+                    timestamp=now,
+                    datatype=DataType.Boolean,
+                    value=True,
+                )
+            ],
+        )
+        topic = Topic(MessageType.NCMD, node.group_id, node.edge_node_id)
+        await client.publish(str(topic), encode_payload(payload), qos=0, retain=False)
+
+    # -- flushing and acknowledging ------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        interval = self._settings.flush_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            self._rebirth_tokens = min(
+                self._settings.rebirth_rate_per_s,
+                self._rebirth_tokens + self._settings.rebirth_rate_per_s * interval,
+            )
+            await self.flush()
+            await self._check_gaps()
+
+    async def flush(self) -> bool:
+        """Flush everything pending; acknowledge what QuestDB accepted. True if all went."""
+        current = self._current
+        assert current is not None
+        if current.rows or current.batches:
+            self._failed.append(current)
+            self._current = await self._in_writer(self._writer.new_row_set)
+        while self._failed:
+            rows = self._failed[0]
+            try:
+                await self._in_writer(self._writer.flush, rows)
+            except WriterError as exc:
+                self.counters["flush_failures"] += 1
+                log.warning("flush failed, not acknowledging, will retry: %s", exc)
+                return False
+            self._failed.pop(0)
+            if rows.rows:
+                log.debug("committed %d rows", rows.rows)
+            await self._acknowledge(rows)
+        return True
+
+    async def _acknowledge(self, rows: RowSet) -> None:
+        client = self._client
+        for (group, edge), batches in rows.batches.items():
+            node = self.processor.nodes.get((group, edge))
+            if node is None:
+                continue
+            node.frontier.commit(batches)
+            if node.frontier.value <= node.acked_sent or client is None:
+                continue
+            now = self._clock()
+            value = node.frontier.value
+            metric = (
+                Metric(alias=node.acked_alias, timestamp=now, value=value)
+                if node.acked_alias is not None
+                else Metric(
+                    name=conventions.ACKED_BATCH_METRIC,
+                    timestamp=now,
+                    datatype=DataType.UInt64,
+                    value=value,
+                )
+            )
+            payload = Payload(timestamp=now, metrics=[metric])
+            topic = Topic(MessageType.NCMD, group, edge)
+            try:
+                await client.publish(str(topic), encode_payload(payload), qos=0, retain=False)
+            except aiomqtt.MqttError as exc:
+                log.info("acknowledgement to %s/%s not sent: %s", group, edge, exc)
+                continue
+            node.acked_sent = value
+            self.counters["acks"] += 1
+
+    async def _check_gaps(self) -> None:
+        now = self._clock()
+        timeout = self._settings.reorder_timeout_ms
+        for node in list(self.processor.nodes.values()):
+            if node.born and node.gap_expired(now, timeout):
+                node.missing.clear()
+                await self._request_rebirth(node, "seq gap outlived the reorder timeout")

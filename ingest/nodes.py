@@ -1,0 +1,137 @@
+"""What the Primary Host knows about each edge node: births, aliases, seq, acknowledgements.
+
+Pure state, no I/O. One :class:`NodeState` per (group, edge node), owned by the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+from core.sparkplug import DataType
+
+
+class MetricInfo(msgspec.Struct, frozen=True, gc=False):
+    """A metric declared in a birth: where it lives, its name, datatype, unit and hot flag."""
+
+    device: str  # "" for node metrics
+    name: str
+    datatype: DataType
+    unit: str | None = None
+    hot: bool = False
+
+
+class AckFrontier:
+    """Cumulative acknowledgement of a node's batches.
+
+    ``value`` is the highest batch number N such that every batch ≤ N is committed.
+    Committed batches above the frontier wait in a set until the gap below them fills.
+    """
+
+    def __init__(self, start: int = 0) -> None:
+        self.value = start
+        self._above: set[int] = set()
+
+    def __repr__(self) -> str:
+        return f"AckFrontier(value={self.value}, waiting={len(self._above)})"
+
+    def advance_to(self, value: int) -> bool:
+        """Move the frontier to at least ``value`` (the node says all up to it is settled)."""
+        if value <= self.value:
+            return False
+        self.value = value
+        self._above = {b for b in self._above if b > value}
+        self._settle()
+        return True
+
+    def commit(self, batches: Iterable[int]) -> bool:
+        """Record committed batches; returns True if the frontier moved."""
+        before = self.value
+        for b in batches:
+            if b > self.value:
+                self._above.add(b)
+        self._settle()
+        return self.value != before
+
+    def _settle(self) -> None:
+        while self.value + 1 in self._above:
+            self.value += 1
+            self._above.discard(self.value)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._above)
+
+
+class NodeState:
+    """One edge node's Sparkplug session as seen by the host."""
+
+    def __init__(self, group_id: str, edge_node_id: str) -> None:
+        self.group_id = group_id
+        self.edge_node_id = edge_node_id
+        self.born = False
+        self.bdseq: int | None = None
+        self.aliases: dict[int, MetricInfo] = {}
+        self.names: dict[tuple[str, str], int] = {}
+        self.devices_online: set[str] = set()
+        self.expected_seq: int | None = None
+        self.missing: dict[int, int] = {}
+        self.last_rebirth_request_ms: int | None = None
+        self.frontier = AckFrontier()
+        self.acked_sent = 0
+        self.acked_alias: int | None = None
+
+    def __repr__(self) -> str:
+        return f"NodeState({self.group_id}/{self.edge_node_id}, born={self.born})"
+
+    def datatypes(self) -> dict[int, DataType]:
+        return {alias: info.datatype for alias, info in self.aliases.items()}
+
+    def on_nbirth(self, bdseq: int | None, seq: int | None, metrics: dict[int, MetricInfo]) -> None:
+        self.born = True
+        self.bdseq = bdseq
+        self.aliases = dict(metrics)
+        self.names = {(m.device, m.name): a for a, m in metrics.items()}
+        self.devices_online.clear()
+        self.expected_seq = None if seq is None else (seq + 1) % 256
+        self.missing.clear()
+
+    def on_dbirth(self, device: str, metrics: dict[int, MetricInfo]) -> None:
+        for alias in [a for a, m in self.aliases.items() if m.device == device]:
+            del self.aliases[alias]
+        self.aliases.update(metrics)
+        self.names.update({(m.device, m.name): a for a, m in metrics.items()})
+        self.devices_online.add(device)
+
+    def on_death(self) -> None:
+        self.born = False
+        self.devices_online.clear()
+        self.expected_seq = None
+        self.missing.clear()
+
+    def check_seq(self, seq: int | None, now_ms: int) -> bool:
+        """Track ``seq``; returns False when this message opened a gap.
+
+        Messages are stored whatever their order; a missing seq is remembered with the time
+        it went missing, and forgotten when it arrives late (reordering). A gap that stays
+        open past the reorder timeout makes the host ask for a rebirth.
+        """
+        if seq is None or not 0 <= seq <= 255:
+            return True
+        expected = self.expected_seq
+        self.expected_seq = (seq + 1) % 256 if expected is None or seq == expected else expected
+        if expected is None or seq == expected:
+            return True
+        if seq in self.missing:
+            del self.missing[seq]
+            return True
+        # Ahead of what we expected: everything between went missing.
+        gap = (seq - expected) % 256
+        for i in range(gap):
+            self.missing.setdefault((expected + i) % 256, now_ms)
+        self.expected_seq = (seq + 1) % 256
+        return False
+
+    def gap_expired(self, now_ms: int, timeout_ms: int) -> bool:
+        return any(now_ms - since >= timeout_ms for since in self.missing.values())
