@@ -230,3 +230,13 @@ class ManagedProcess:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._popen.pid, signum)
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (PID 1 in a container may not reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        return False
+    state = stat.rpartition(")")[2].split()[0]
+    return state not in {"Z", "X"}
