@@ -31,6 +31,7 @@ from core.sparkplug.model import (
     Template,
     TemplateParameter,
 )
+from core.sparkplug.state import StatePayload, decode_state, encode_state
 from core.sparkplug.topic import (
     NAMESPACE,
     MessageType,
@@ -56,6 +57,7 @@ __all__ = [
     "PropertySetList",
     "PropertyValue",
     "SparkplugError",
+    "StatePayload",
     "StateTopic",
     "Template",
     "TemplateParameter",
@@ -63,8 +65,10 @@ __all__ = [
     "TopicError",
     "ValueKind",
     "decode_payload",
+    "decode_state",
     "edge_node_filter",
     "encode_payload",
+    "encode_state",
     "namespace_filter",
     "parse_topic",
 ]
