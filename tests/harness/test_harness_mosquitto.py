@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
+import harness.mosquitto as mosquitto_module
 from harness import Mosquitto, ServiceStartError
 from harness.ports import is_listening
 from harness.process import process_alive
@@ -89,3 +91,20 @@ def test_bad_config_fails_with_the_log_tail(tmp_path: Path) -> None:
 def test_secure_mode_needs_a_password_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="password_file"):
         Mosquitto(tmp_path, insecure_allow_anonymous=False)
+
+
+def test_port_taken_by_someone_else_is_retried_on_a_new_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        busy = squatter.getsockname()[1]
+        offered = iter([busy])
+        real_allocate = mosquitto_module.allocate_port
+        monkeypatch.setattr(
+            mosquitto_module, "allocate_port", lambda: next(offered, None) or real_allocate()
+        )
+        with Mosquitto(tmp_path) as broker:
+            assert broker.port != busy
+            assert is_listening(broker.port)
