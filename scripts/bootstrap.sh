@@ -137,6 +137,7 @@ else
     curl -fsSL --retry 3 --retry-delay 2 -o "$tmp" "$QDB_URL" || die "download of $QDB_URL failed"
     got="$(sha_of "$tmp")"
     [[ "$got" == "$QDB_SHA256" ]] || die "questdb jar checksum mismatch: expected $QDB_SHA256, got $got"
+    chmod 0644 "$tmp"
     mv -f "$tmp" "$QDB_JAR"
     trap - EXIT
     log "questdb $QDB_VERSION: installed ($QDB_JAR)"
@@ -187,6 +188,7 @@ DERRICK_QUESTDB_JAR=$QDB_JAR
 DERRICK_MOSQUITTO=$MOSQUITTO_BIN
 DERRICK_PG_BINDIR=$PG_BINDIR
 EOF
+chmod 0644 "$tmp_env"
 mv -f "$tmp_env" "$ENV_FILE"
 log "paths written to $ENV_FILE"
 log "done"
