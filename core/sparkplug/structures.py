@@ -48,6 +48,7 @@ def _prefixed(exc: Exception, message: str) -> Exception:
 def encode_property_set(target: pb.Payload.PropertySet, properties: object) -> None:
     if not isinstance(properties, dict):
         raise TypeError(f"a PropertySet must be a dict, got {type(properties).__name__}")
+    target.SetInParent()  # present even when empty
     add_key = target.keys.append
     add_value = target.values.add
     for key, prop in properties.items():
