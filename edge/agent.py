@@ -30,10 +30,10 @@ from core.sparkplug import (
     DataType,
     MessageType,
     SparkplugError,
-    StatePayload,
     StateTopic,
     Topic,
     decode_payload,
+    decode_state,
 )
 from edge.config import AgentConfig, MqttServer
 from edge.queue import Batch, PendingSample, StoreAndForwardQueue
@@ -161,7 +161,9 @@ class EdgeAgent:
         device = next(d for d in self._cfg.devices if d.id == device_id)
         source = DrillingSimulator(device.seed)
         sensor_tags = [s.tag for s in device.sensors]
-        hot = {s.tag: (s.hot if s.hot is not None else tags.TAGS[s.tag].hot) for s in device.sensors}
+        hot = {
+            s.tag: (s.hot if s.hot is not None else tags.TAGS[s.tag].hot) for s in device.sensors
+        }
         aliases = {s.tag: self.session.metric(device_id, s.tag).alias for s in device.sensors}
         deadband = Deadband({s.tag: s.deadband for s in device.sensors}, self._cfg.max_silence_s)
         pending = self._pending[device_id]
@@ -233,39 +235,36 @@ class EdgeAgent:
             self._replay_tokens -= spent
 
     async def _send_batches(self, batches: list[Batch], *, historical: bool) -> int:
-        """Publish batches (grouped per device up to the message size); returns bytes sent."""
+        """Publish batches, one data message each, oldest first; returns bytes sent.
+
+        A batch larger than the message limit is split; every part carries the batch number
+        (the host acknowledges it once, when all its rows are committed).
+        """
         if not batches:
             return 0
         limit = self._cfg.publish.max_metrics_per_message
-        groups: list[tuple[str, list[Batch]]] = []
-        for batch in batches:
-            if groups and groups[-1][0] == batch.device and historical and (
-                sum(len(b.samples) for b in groups[-1][1]) + len(batch.samples) <= limit
-            ):
-                groups[-1][1].append(batch)
-            else:
-                groups.append((batch.device, [batch]))
         sent_bytes = 0
         sent_ids: list[int] = []
         async with self._pub_lock:
             client = self._client
             if client is None or not self._live:
                 return 0
-            for device, group in groups:
-                samples = [(s.alias, s.ts_ms, s.value) for b in group for s in b.samples]
-                out = self.session.data(
-                    device,
-                    samples,
-                    historical=historical or any(b.historical for b in group),
-                    batches=[b.id for b in group],
-                )
+            for batch in batches:
+                samples = [(s.alias, s.ts_ms, s.value) for s in batch.samples]
                 try:
-                    await client.publish(str(out.topic), out.payload, qos=0, retain=False)
+                    for start in range(0, len(samples), limit):
+                        out = self.session.data(
+                            batch.device,
+                            samples[start : start + limit],
+                            historical=historical or batch.historical,
+                            batch=batch.id,
+                        )
+                        await client.publish(str(out.topic), out.payload, qos=0, retain=False)
+                        sent_bytes += len(out.payload)
                 except aiomqtt.MqttError as exc:
                     log.info("publish failed, batches stay queued: %s", exc)
                     break
-                sent_bytes += len(out.payload)
-                sent_ids.extend(b.id for b in group)
+                sent_ids.append(batch.id)
                 self.published_samples += len(samples)
         if sent_ids:
             await self._db(self._queue.mark_sent, sent_ids, now_ms=self._clock())
@@ -417,7 +416,7 @@ class EdgeAgent:
 
     async def _on_state(self, index: int, payload: bytes) -> None:
         try:
-            state = StatePayload.decode(payload)
+            state = decode_state(payload)
         except SparkplugError as exc:
             log.warning("ignored malformed STATE: %s (payload %r)", exc, payload[:64])
             return

@@ -155,7 +155,9 @@ def _check_semantics(cfg: AgentConfig) -> None:
     all_tags = {s.tag for d in cfg.devices for s in d.sensors}
     for r_index, rule in enumerate(cfg.alarms):
         if rule.tag not in all_tags:
-            raise ConfigError(f"alarm rule on tag {rule.tag!r} no sensor reads - at `$.alarms[{r_index}].tag`")
+            raise ConfigError(
+                f"alarm rule on tag {rule.tag!r} no sensor reads - at `$.alarms[{r_index}].tag`"
+            )
 
 
 def _dec_hook(type_: type, obj: object) -> object:
@@ -194,4 +196,6 @@ def read_password(cfg: MqttConfig) -> str | None:
     try:
         return cfg.password_file.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError(f"cannot read MQTT password file {cfg.password_file}: {exc.strerror}") from exc
+        raise ConfigError(
+            f"cannot read MQTT password file {cfg.password_file}: {exc.strerror}"
+        ) from exc

@@ -234,8 +234,7 @@ class StoreAndForwardQueue:
             evicted = self._enforce_cap()
         if evicted:
             log.warning(
-                "queue full (%d bytes cap): evicted the %d oldest samples; "
-                "these readings are lost",
+                "queue full (%d bytes cap): evicted the %d oldest samples; these readings are lost",
                 self._max_bytes,
                 evicted,
             )

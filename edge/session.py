@@ -80,9 +80,8 @@ class EdgeNodeSession:
                 raise ValueError(f"alias {m.alias} used twice ({m.name!r})")
             self._defs[m.alias] = m
             self._by_name[(m.device, m.name)] = m
-        self.devices: tuple[str, ...] = tuple(
-            dict.fromkeys(m.device for m in metrics if m.device)
-        )
+        self.devices: tuple[str, ...] = tuple(dict.fromkeys(m.device for m in metrics if m.device))
+        self._types = {alias: m.datatype for alias, m in self._defs.items()}
         self._seq = 0
         self.bdseq: int | None = None
 
@@ -148,7 +147,9 @@ class EdgeNodeSession:
 
     def dbirth(self, device: str, values: Mapping[int, object]) -> Outgoing:
         now = self._clock()
-        metrics = [self._birth_metric(m, values.get(m.alias), now) for m in self.device_metrics(device)]
+        metrics = [
+            self._birth_metric(m, values.get(m.alias), now) for m in self.device_metrics(device)
+        ]
         payload = Payload(timestamp=now, seq=self._next_seq(), metrics=metrics)
         return Outgoing(self.topic(MessageType.DBIRTH, device), encode_payload(payload))
 
@@ -162,7 +163,7 @@ class EdgeNodeSession:
         samples: Iterable[tuple[int, int, object]],
         *,
         historical: bool,
-        batches: Sequence[int] = (),
+        batch: int | None = None,
     ) -> Outgoing:
         """NDATA (``device == ""``) or DDATA of (alias, timestamp ms, value) samples."""
         with_type = self._datatype_in_data
@@ -180,10 +181,10 @@ class EdgeNodeSession:
                 )
             )
         payload = Payload(
-            timestamp=self._clock(), seq=self._next_seq(), metrics=metrics, batches=list(batches)
+            timestamp=self._clock(), seq=self._next_seq(), metrics=metrics, batch=batch
         )
         kind = MessageType.DDATA if device else MessageType.NDATA
-        return Outgoing(self.topic(kind, device or None), encode_payload(payload))
+        return Outgoing(self.topic(kind, device or None), encode_payload(payload, self._types))
 
     def _birth_metric(self, m: MetricDef, value: object, now: int) -> Metric:
         props: dict[str, PropertyValue] = {}

@@ -52,7 +52,7 @@ class IngestSettings(_Strict, kw_only=True):
     #: Worker name: part of the MQTT client id.
     worker: str = "w0"
     #: Sparkplug groups (sites) this worker serves; ``["+"]`` = all (static partition by site).
-    groups: Annotated[list[str], Meta(min_length=1)] = ["+"]
+    groups: Annotated[list[str], Meta(min_length=1)] = msgspec.field(default_factory=lambda: ["+"])
     flush_interval_ms: Annotated[int, Meta(ge=1, le=60_000)] = 100
     flush_max_rows: Annotated[int, Meta(ge=1)] = 50_000
     #: While QuestDB cannot take rows, at most this many wait in memory; data beyond it is
@@ -110,4 +110,6 @@ def read_password(cfg: MqttConfig) -> str | None:
     try:
         return cfg.password_file.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError(f"cannot read MQTT password file {cfg.password_file}: {exc.strerror}") from exc
+        raise ConfigError(
+            f"cannot read MQTT password file {cfg.password_file}: {exc.strerror}"
+        ) from exc

@@ -29,6 +29,7 @@ from core.sparkplug import (
     StateTopic,
     Topic,
     encode_payload,
+    encode_state,
 )
 from core.tables import TableSet
 from ingest.config import IngestConfig
@@ -83,9 +84,12 @@ class PrimaryHost:
         self._rebirth_tokens = self._settings.rebirth_rate_per_s
         self.counters: Counter[str] = Counter()
         self.online = asyncio.Event()
+        self._stopping = False
 
     def __repr__(self) -> str:
-        return f"PrimaryHost(id={self._settings.primary_host_id!r}, worker={self._settings.worker!r})"
+        return (
+            f"PrimaryHost(id={self._settings.primary_host_id!r}, worker={self._settings.worker!r})"
+        )
 
     async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -121,7 +125,10 @@ class PrimaryHost:
         connect_ts = self._clock()
         state = str(self._state_topic)
         will = aiomqtt.Will(
-            state, StatePayload(online=False, timestamp=connect_ts).encode(), qos=1, retain=True
+            state,
+            encode_state(StatePayload(online=False, timestamp=connect_ts)),
+            qos=1,
+            retain=True,
         )
         client = aiomqtt.Client(
             self._cfg.mqtt.host,
@@ -142,28 +149,33 @@ class PrimaryHost:
                     await client.subscribe(f"spBv1.0/{group}/#", qos=0)
                 await client.publish(
                     state,
-                    StatePayload(online=True, timestamp=connect_ts).encode(),
+                    encode_state(StatePayload(online=True, timestamp=connect_ts)),
                     qos=1,
                     retain=True,
                 )
                 self.online.set()
                 log.info("primary host %s online", self._settings.primary_host_id)
                 async for message in client.messages:
-                    await self._on_message(str(message.topic), bytes(message.payload))
+                    await self._on_message(
+                        str(message.topic), bytes(message.payload), retained=message.retain
+                    )
             finally:
                 self._client = None
 
     async def stop_gracefully(self) -> None:
         """Publish STATE offline (QoS 1, retained) before disconnecting."""
+        self._stopping = True
         client = self._client
         if client is not None:
-            payload = StatePayload(online=False, timestamp=self._clock()).encode()
+            payload = encode_state(StatePayload(online=False, timestamp=self._clock()))
             await client.publish(str(self._state_topic), payload, qos=1, retain=True)
 
-    async def _on_message(self, topic: str, payload: bytes) -> None:
+    async def _on_message(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
         self.counters["messages"] += 1
         outcome = self.processor.process(topic, payload)
-        if outcome.state is False:
+        # A retained offline STATE delivered on subscribe predates our own birth (which
+        # replaces it); a live one means someone declared us offline: re-assert at once.
+        if outcome.state is False and not retained:
             await self._reassert_online()
         for dead in outcome.dead_letters:
             self.counters[f"dead_letters.{dead.reason}"] += 1
@@ -208,10 +220,10 @@ class PrimaryHost:
 
     async def _reassert_online(self) -> None:
         client = self._client
-        if client is None:
+        if client is None or self._stopping:
             return
         log.warning("saw own STATE offline: re-asserting online")
-        payload = StatePayload(online=True, timestamp=self._clock()).encode()
+        payload = encode_state(StatePayload(online=True, timestamp=self._clock()))
         await client.publish(str(self._state_topic), payload, qos=1, retain=True)
 
     async def _request_rebirth(self, node: NodeState, reason: str) -> None:
@@ -302,7 +314,11 @@ class PrimaryHost:
             payload = Payload(timestamp=now, metrics=[metric])
             topic = Topic(MessageType.NCMD, group, edge)
             try:
-                await client.publish(str(topic), encode_payload(payload), qos=0, retain=False)
+                alias = node.acked_alias
+                data = encode_payload(
+                    payload, None if alias is None else {alias: DataType.UInt64}
+                )
+                await client.publish(str(topic), data, qos=0, retain=False)
             except aiomqtt.MqttError as exc:
                 log.info("acknowledgement to %s/%s not sent: %s", group, edge, exc)
                 continue

@@ -24,10 +24,10 @@ from core.sparkplug import (
     Payload,
     PayloadDecodeError,
     SparkplugError,
-    StatePayload,
     StateTopic,
     Topic,
     decode_payload,
+    decode_state,
     parse_topic,
 )
 from ingest.nodes import MetricInfo, NodeState
@@ -150,7 +150,9 @@ class MessageProcessor:
             return Outcome()
         node = self.node(topic.group_id, topic.edge_node_id)
         try:
-            decoded = decode_payload(payload, node.datatypes() if kind.value.endswith("DATA") else None)
+            decoded = decode_payload(
+                payload, node.datatypes() if kind.value.endswith("DATA") else None
+            )
         except PayloadDecodeError as exc:
             out = self._dead("malformed", topic_text, str(exc), payload)
             out.node = node
@@ -178,7 +180,7 @@ class MessageProcessor:
         if topic_text != self._state_topic:
             return Outcome()
         try:
-            state = StatePayload.decode(payload)
+            state = decode_state(payload)
         except SparkplugError as exc:
             return self._dead("malformed", topic_text, str(exc), payload)
         return Outcome(state=state.online)
@@ -221,7 +223,9 @@ class MessageProcessor:
                 node.acked_alias = m.alias
             elif m.name == conventions.OLDEST_BATCH_METRIC and isinstance(m.value, int):
                 node.frontier.advance_to(m.value - 1)
-        log.info("NBIRTH %s/%s bdSeq %s, %d metrics", node.group_id, node.edge_node_id, bdseq, len(infos))
+        log.info(
+            "NBIRTH %s/%s bdSeq %s, %d metrics", node.group_id, node.edge_node_id, bdseq, len(infos)
+        )
         return Outcome(node=node, catalogue=self._catalogue(node, infos))
 
     def _dbirth(
@@ -235,7 +239,9 @@ class MessageProcessor:
         device = topic.device_id or ""
         infos = self._birth_metrics(device, p.metrics)
         node.on_dbirth(device, infos)
-        log.info("DBIRTH %s/%s/%s, %d metrics", node.group_id, node.edge_node_id, device, len(infos))
+        log.info(
+            "DBIRTH %s/%s/%s, %d metrics", node.group_id, node.edge_node_id, device, len(infos)
+        )
         return Outcome(node=node, catalogue=self._catalogue(node, infos))
 
     def _ndeath(self, node: NodeState, p: Payload) -> Outcome:
@@ -255,7 +261,7 @@ class MessageProcessor:
             out.node, out.rebirth = node, "data before birth"
             return out
         now = self._clock()
-        out = Outcome(node=node, batches=list(p.batches))
+        out = Outcome(node=node, batches=[] if p.batch is None else [p.batch])
         if not node.check_seq(p.seq, now):
             log.debug("seq gap at %s (got %s)", topic_text, p.seq)
         device = topic.device_id or ""
@@ -272,7 +278,10 @@ class MessageProcessor:
                 out.rebirth = "unknown alias"
                 continue
             if m.datatype is not None and m.datatype != info.datatype:
-                bad.append(f"metric {index} ({info.name}): datatype {m.datatype.name}, birth says {info.datatype.name}")
+                bad.append(
+                    f"metric {index} ({info.name}): datatype {m.datatype.name}, "
+                    f"birth says {info.datatype.name}"
+                )
                 continue
             ts = m.timestamp if m.timestamp is not None else default_ts
             if ts is None or ts < MIN_TIMESTAMP_MS or ts > now + MAX_FUTURE_MS:
@@ -283,18 +292,31 @@ class MessageProcessor:
             value = m.value
             if info.datatype in _NUMERIC:
                 if not isinstance(value, int | float):
-                    bad.append(f"metric {index} ({info.name}): {type(value).__name__} for {info.datatype.name}")
+                    bad.append(
+                        f"metric {index} ({info.name}): "
+                        f"{type(value).__name__} for {info.datatype.name}"
+                    )
                     continue
                 out.numeric.append(
-                    NumericRow(ts, site, edge, device, info.name, float(value), info.hot, m.is_historical)
+                    NumericRow(
+                        ts, site, edge, device, info.name, float(value), info.hot, m.is_historical
+                    )
                 )
             else:
-                text = value if isinstance(value, str) else _json.encode(msgspec.to_builtins(value, enc_hook=_json_default)).decode()
+                text = (
+                    value
+                    if isinstance(value, str)
+                    else _json.encode(msgspec.to_builtins(value, enc_hook=_json_default)).decode()
+                )
                 out.events.append(
-                    EventRow(ts, site, edge, device, info.name, info.datatype.name, text, m.is_historical)
+                    EventRow(
+                        ts, site, edge, device, info.name, info.datatype.name, text, m.is_historical
+                    )
                 )
         if bad:
-            out.dead_letters.append(DeadLetter("bad-metric", topic_text, "; ".join(bad)[:2000], raw))
+            out.dead_letters.append(
+                DeadLetter("bad-metric", topic_text, "; ".join(bad)[:2000], raw)
+            )
             if out.rebirth is not None:
                 # Unknown aliases: the birth we hold is not the node's. Do not acknowledge;
                 # the node re-sends the batch after its rebirth and nothing is lost.

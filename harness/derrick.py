@@ -1,0 +1,159 @@
+"""Derrick's own programs as processes: ingest workers and edge agents, started through
+their command lines (``python -m ingest run``, ``python -m edge run``) with generated
+configuration files, exactly as an operator would run them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.process import ManagedProcess
+
+#: Tags of a simulated appliance: all sixteen of the legacy fleet.
+ALL_TAGS: tuple[str, ...] = (
+    "DEPTH", "HDTH", "ROP", "WOB", "HKLD", "RPM", "TQ", "SPP",
+    "FLWI", "MW", "GAS", "H2S", "PIT", "VIB", "TEMP", "BLKPOS",
+)  # fmt: skip
+
+UNITS: dict[str, str] = {
+    "DEPTH": "ft", "HDTH": "ft", "ROP": "ft/h", "WOB": "klbf", "HKLD": "klbf", "RPM": "rpm",
+    "TQ": "kft.lbf", "SPP": "psi", "FLWI": "gpm", "MW": "ppg", "GAS": "%", "H2S": "ppm",
+    "PIT": "bbl", "VIB": "g", "TEMP": "degF", "BLKPOS": "ft",
+}  # fmt: skip
+
+
+def _q(value: str) -> str:
+    """A TOML basic string (JSON's escaping is valid TOML for these)."""
+    return json.dumps(value)
+
+
+@dataclass
+class SimulatedDevice:
+    id: str
+    tags: Sequence[str] = ALL_TAGS
+    seed: int = 0
+
+
+@dataclass
+class EdgeSpec:
+    """What one simulated appliance runs."""
+
+    site: str
+    appliance: str
+    devices: list[SimulatedDevice] = field(default_factory=list)
+    normal_per_min: int = 150
+    alarm_per_min: int = 3000
+    publish_interval_ms: int = 1000
+    ack_timeout_ms: int = 15000
+    link_bytes_per_s: int = 12_500
+    primary_host_id: str = "derrick"
+    extra: str = ""
+
+    def toml(self, mqtt_ports: Sequence[int], queue_path: Path) -> str:
+        servers = ", ".join(f'{{host = "127.0.0.1", port = {p}}}' for p in mqtt_ports)
+        lines = [
+            "[node]",
+            f"site = {_q(self.site)}",
+            f"appliance = {_q(self.appliance)}",
+            "",
+            "[mqtt]",
+            f"servers = [{servers}]",
+            f"primary_host_id = {_q(self.primary_host_id)}",
+            "",
+            "[queue]",
+            f"path = {_q(str(queue_path))}",
+            "",
+            "[publish]",
+            f"interval_ms = {self.publish_interval_ms}",
+            f"ack_timeout_ms = {self.ack_timeout_ms}",
+            f"link_bytes_per_s = {self.link_bytes_per_s}",
+            "",
+            "[sampling]",
+            f"normal_per_min = {self.normal_per_min}",
+            f"alarm_per_min = {self.alarm_per_min}",
+            "",
+        ]
+        for device in self.devices:
+            lines += [
+                "[[devices]]",
+                f"id = {_q(device.id)}",
+                f"seed = {device.seed}",
+                "sensors = [",
+            ]
+            lines += [f"  {{tag = {_q(t)}, unit = {_q(UNITS[t])}}}," for t in device.tags]
+            lines += ["]", ""]
+        return "\n".join(lines) + self.extra + "\n"
+
+
+def _python_env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def edge_process(spec: EdgeSpec, base_dir: Path, mqtt_ports: Sequence[int]) -> ManagedProcess:
+    """An edge agent process for ``spec``; its queue and log live in ``base_dir``."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+    config = base_dir / "agent.toml"
+    config.write_text(spec.toml(mqtt_ports, base_dir / "queue.db"), encoding="utf-8")
+    return ManagedProcess(
+        f"edge-{spec.appliance}",
+        [sys.executable, "-m", "edge", "run", "--config", str(config)],
+        log_path=base_dir / "agent.log",
+        env=_python_env(),
+        cwd=base_dir,
+    )
+
+
+def ingest_process(
+    base_dir: Path,
+    *,
+    mqtt_port: int,
+    ilp_conf: str,
+    pg_dsn: str,
+    table_prefix: str = "",
+    worker: str = "w0",
+    groups: Sequence[str] = ("+",),
+    primary_host_id: str = "derrick",
+    extra: str = "",
+) -> ManagedProcess:
+    """An ingest worker process; secrets reach it through the environment, not the file."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+    config = base_dir / "ingest.toml"
+    config.write_text(
+        "\n".join(
+            [
+                "[mqtt]",
+                'host = "127.0.0.1"',
+                f"port = {mqtt_port}",
+                "",
+                "[questdb]",
+                f"table_prefix = {_q(table_prefix)}",
+                "",
+                "[ingest]",
+                f"worker = {_q(worker)}",
+                f"primary_host_id = {_q(primary_host_id)}",
+                f"groups = [{', '.join(_q(g) for g in groups)}]",
+                extra,
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    env = _python_env()
+    env["DERRICK_QUESTDB_ILP"] = ilp_conf
+    env["DERRICK_QUESTDB_PG"] = pg_dsn
+    return ManagedProcess(
+        f"ingest-{worker}",
+        [sys.executable, "-m", "ingest", "run", "--config", str(config)],
+        log_path=base_dir / "ingest.log",
+        env=env,
+        cwd=base_dir,
+    )

@@ -1,0 +1,94 @@
+"""A passive Sparkplug subscriber for tests and benchmarks: what went over the wire.
+
+It subscribes to ``spBv1.0/#`` on a broker (paho, on its own network thread), keeps every
+node's and device's birth certificate, and turns each data message into rows
+``(ts_ms, site, node, device, metric, value)`` with our codec, the way any Sparkplug host
+would. Tests compare these rows with what QuestDB stored.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import paho.mqtt.client as mqtt
+
+from core.sparkplug import DataType, MessageType, Topic, decode_payload, parse_topic
+
+Row = tuple[int, str, str, str, str, float]
+
+
+class SparkplugObserver:
+    """Collects the data rows published on a broker."""
+
+    def __init__(self, host: str, port: int, *, topic_filter: str = "spBv1.0/#") -> None:
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"observer-{time.monotonic_ns()}"
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._host, self._port, self._filter = host, port, topic_filter
+        self._births: dict[tuple[str, str], dict[int, tuple[str, str, DataType]]] = {}
+        self.rows: set[Row] = set()
+        self.counts: Counter[str] = Counter()
+        self.errors: list[str] = []
+
+    def __enter__(self) -> SparkplugObserver:
+        self._client.connect(self._host, self._port, keepalive=30)
+        self._client.loop_start()
+        if not self._connected.wait(10):
+            raise TimeoutError("observer could not subscribe")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, *_: object) -> None:
+        client.subscribe(self._filter, qos=0)
+        self._connected.set()
+
+    def snapshot(self) -> set[Row]:
+        with self._lock:
+            return set(self.rows)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._handle(msg.topic, msg.payload)
+        except Exception as exc:  # recorded and asserted on by the test
+            self.errors.append(f"{msg.topic}: {exc!r}")
+
+    def _handle(self, topic_text: str, payload: bytes) -> None:
+        topic = parse_topic(topic_text)
+        if not isinstance(topic, Topic):
+            return
+        key = (topic.group_id, topic.edge_node_id)
+        kind = topic.message_type
+        with self._lock:
+            self.counts[kind.value] += 1
+            aliases = self._births.setdefault(key, {})
+            if kind in (MessageType.NBIRTH, MessageType.DBIRTH):
+                if kind is MessageType.NBIRTH:
+                    aliases.clear()
+                device = topic.device_id or ""
+                for m in decode_payload(payload).metrics:
+                    if m.alias is not None and m.name is not None and m.datatype is not None:
+                        aliases[m.alias] = (device, m.name, m.datatype)
+                return
+            if kind not in (MessageType.NDATA, MessageType.DDATA):
+                return
+            types = {a: dt for a, (_, _, dt) in aliases.items()}
+            decoded = decode_payload(payload, types)
+            for m in decoded.metrics:
+                if m.alias not in aliases:
+                    self.errors.append(f"{topic_text}: unknown alias {m.alias}")
+                    continue
+                device, name, _ = aliases[m.alias]
+                if m.is_null or not isinstance(m.value, int | float) or m.timestamp is None:
+                    continue
+                self.rows.add(
+                    (m.timestamp, topic.group_id, topic.edge_node_id, device, name, float(m.value))
+                )
