@@ -44,7 +44,7 @@ from core.sparkplug.structures import (
     encode_metadata,
     encode_property_set,
 )
-from core.sparkplug.values import BASIC_VALUES, DATATYPE_BY_NUMBER, METRIC_VALUES
+from core.sparkplug.values import BASIC_VALUES, DATATYPE_BY_NUMBER, METRIC_VALUES, checked_text
 
 __all__ = ["decode_payload", "encode_payload"]
 
@@ -254,7 +254,7 @@ def decode_payload(data: bytes, datatypes: Mapping[int, DataType] | None = None)
         seq: int | None = message.seq
         if not seq and not has("seq"):
             seq = None
-        uuid = message.uuid if has("uuid") else None
+        uuid = checked_text(message.uuid, "uuid") if has("uuid") else None
         body = message.body if has("body") else None
         batch = message.Extensions[_BATCH] if message.HasExtension(_BATCH) else None
     except ValueError as exc:  # e.g. a uuid that is not UTF-8
@@ -272,6 +272,8 @@ def _decode_metrics(
     try:
         for metric in source:
             name = metric.name or None
+            if name is not None and type(name) is not str:
+                checked_text(name, "name")
             alias = metric.alias
             if not alias and not _has_field(metric, "alias"):
                 alias = None
@@ -331,10 +333,7 @@ def _decode_metrics(
 
 def _decode_where(source: Any, index: int, kind: str) -> str:
     metric = source[index]
-    try:
-        name = metric.name
-    except ValueError:
-        name = "<not UTF-8>"
+    name = metric.name if type(metric.name) is str else "<not UTF-8>"
     alias = metric.alias if metric.HasField("alias") else None
     return _describe(kind, index, name, alias)
 
@@ -358,8 +357,10 @@ def _decode_template(source: pb.Payload.Template) -> Template:
         except _CAUGHT as exc:
             raise PayloadDecodeError(str(exc), where=f"template parameter {index}") from exc
     metrics = _decode_metrics(source.metrics, None, "template metric")
-    version = source.version if source.HasField("version") else None
-    template_ref = source.template_ref if source.HasField("template_ref") else None
+    version = checked_text(source.version, "version") if source.HasField("version") else None
+    template_ref = None
+    if source.HasField("template_ref"):
+        template_ref = checked_text(source.template_ref, "template_ref")
     return Template(metrics, parameters, version, template_ref, source.is_definition)
 
 
@@ -380,7 +381,7 @@ def _decode_parameter(source: pb.Payload.Template.Parameter) -> TemplateParamete
                 value = from_wire(value)
         elif datatype is not DataType.Unknown:
             raise ValueError(f"parameter type {datatype.name} is not a basic datatype")
-    return TemplateParameter(source.name, datatype, value)
+    return TemplateParameter(checked_text(source.name, "parameter name"), datatype, value)
 
 
 _DECODE[DataType.DataSet] = ("dataset_value", decode_dataset)

@@ -14,7 +14,7 @@ from typing import Any
 from core.sparkplug import sparkplug_b_pb2 as pb
 from core.sparkplug.datatypes import DataType
 from core.sparkplug.model import DataSet, MetaData, PropertySet, PropertyValue
-from core.sparkplug.values import BASIC_VALUES, DATATYPE_BY_NUMBER
+from core.sparkplug.values import BASIC_VALUES, DATATYPE_BY_NUMBER, checked_text
 
 __all__ = [
     "decode_dataset",
@@ -100,6 +100,7 @@ def decode_property_set(source: pb.Payload.PropertySet) -> PropertySet:
         raise ValueError(f"PropertySet has {len(keys)} keys but {len(values)} values")
     result: PropertySet = {}
     for key, prop in zip(keys, values, strict=True):
+        checked_text(key, "property key")
         try:
             result[key] = _decode_property_value(prop)
         except (TypeError, ValueError) as exc:
@@ -176,7 +177,7 @@ def encode_dataset(target: pb.Payload.DataSet, dataset: object) -> None:
 
 
 def decode_dataset(source: pb.Payload.DataSet) -> DataSet:
-    columns = list(source.columns)
+    columns = [checked_text(column, "DataSet column name") for column in source.columns]
     numbers = list(source.types)
     if len(columns) != len(numbers):
         raise ValueError(f"DataSet has {len(columns)} columns but {len(numbers)} types")
@@ -238,4 +239,8 @@ def encode_metadata(target: pb.Payload.MetaData, metadata: object) -> None:
 
 def decode_metadata(source: pb.Payload.MetaData) -> MetaData:
     has: Any = source.HasField  # field names come from MetaData, which mirrors the message
-    return MetaData(*(getattr(source, field) if has(field) else None for field in _METADATA_FIELDS))
+    values = [getattr(source, field) if has(field) else None for field in _METADATA_FIELDS]
+    for field, value in zip(_METADATA_FIELDS, values, strict=True):
+        if isinstance(value, bytes):  # a string field holding invalid UTF-8
+            checked_text(value, f"metadata {field}")
+    return MetaData(*values)

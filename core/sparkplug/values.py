@@ -20,7 +20,7 @@ from typing import Any
 from core.sparkplug.arrays import pack_array, unpack_array
 from core.sparkplug.datatypes import DataType
 
-__all__ = ["BASIC_VALUES", "DATATYPE_BY_NUMBER", "METRIC_VALUES", "ValueSpec"]
+__all__ = ["BASIC_VALUES", "DATATYPE_BY_NUMBER", "METRIC_VALUES", "ValueSpec", "checked_text"]
 
 ToWire = Callable[[Any], Any]
 FromWire = Callable[[Any], Any] | None
@@ -108,6 +108,18 @@ def _text(datatype: DataType) -> ToWire:
     return to_wire
 
 
+def checked_text(value: Any, what: str) -> Any:
+    """``value`` if it is a str. For a proto2 string field holding invalid UTF-8, the upb
+    backend returns ``bytes`` instead of failing, so every decoded string is checked."""
+    if type(value) is not str:
+        raise ValueError(f"{what} is not valid UTF-8: {value!r}")
+    return value
+
+
+def _text_checker(what: str) -> FromWire:
+    return lambda value: checked_text(value, what)
+
+
 def _datetime(value: Any) -> int:
     if type(value) is not int and (not isinstance(value, int) or isinstance(value, bool)):
         raise _not_a(DataType.DateTime, value, "int (UTC ms since the epoch)")
@@ -146,7 +158,7 @@ def _build() -> dict[DataType, ValueSpec]:
     specs[DataType.Double] = ("double_value", _float64, None)
     specs[DataType.Boolean] = ("boolean_value", _boolean, None)
     for dt in (DataType.String, DataType.Text, DataType.UUID):
-        specs[dt] = ("string_value", _text(dt), None)
+        specs[dt] = ("string_value", _text(dt), _text_checker(f"{dt.name} value"))
     specs[DataType.DateTime] = ("long_value", _datetime, None)
     for dt in (DataType.Bytes, DataType.File):
         specs[dt] = ("bytes_value", _binary(dt), None)
