@@ -28,17 +28,17 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     pass
 
 
-class NodeConfig(_Strict, kw_only=True):
+class NodeConfig(_Strict, kw_only=True, frozen=True):
     site: str
     appliance: str
 
 
-class MqttServer(_Strict, kw_only=True):
+class MqttServer(_Strict, kw_only=True, frozen=True):
     host: str
     port: Port = 1883
 
 
-class MqttConfig(_Strict, kw_only=True):
+class MqttConfig(_Strict, kw_only=True, frozen=True):
     servers: Annotated[list[MqttServer], Meta(min_length=1)]
     primary_host_id: str = conventions.DEFAULT_PRIMARY_HOST_ID
     #: Wait for the Primary Host's STATE before publishing (Sparkplug 3.0 §5).
@@ -51,14 +51,14 @@ class MqttConfig(_Strict, kw_only=True):
     reconnect_max_s: Annotated[float, Meta(gt=0)] = 30.0
 
 
-class QueueConfig(_Strict, kw_only=True):
+class QueueConfig(_Strict, kw_only=True, frozen=True):
     path: Path
     max_bytes: Annotated[int, Meta(ge=1_000_000)] = 150_000_000
     #: fsync every commit. Turning it off loses the last commits on a power cut.
     fsync: bool = True
 
 
-class PublishConfig(_Strict, kw_only=True):
+class PublishConfig(_Strict, kw_only=True, frozen=True):
     #: How often samples are committed (one fsync) and published.
     interval_ms: Annotated[int, Meta(ge=10, le=60_000)] = 1000
     #: A batch first published later than this after its commit is marked historical.
@@ -75,7 +75,7 @@ class PublishConfig(_Strict, kw_only=True):
     datatype_in_data: bool = False
 
 
-class SamplingConfig(_Strict, kw_only=True):
+class SamplingConfig(_Strict, kw_only=True, frozen=True):
     #: Values per minute for the whole appliance in normal operation, spread over its sensors.
     normal_per_min: Annotated[int, Meta(ge=1, le=60_000)] = 150
     #: Values per minute in alarm (500 per 10 s = 3000 per minute).
@@ -84,7 +84,7 @@ class SamplingConfig(_Strict, kw_only=True):
     alarm_hold_s: Annotated[float, Meta(ge=0)] = 120.0
 
 
-class AlarmRule(_Strict, kw_only=True):
+class AlarmRule(_Strict, kw_only=True, frozen=True):
     tag: str
     above: float | None = None
     below: float | None = None
@@ -92,7 +92,7 @@ class AlarmRule(_Strict, kw_only=True):
     rate_per_s: Annotated[float, Meta(gt=0)] | None = None
 
 
-class SensorConfig(_Strict, kw_only=True):
+class SensorConfig(_Strict, kw_only=True, frozen=True):
     tag: str
     unit: str
     hot: bool | None = None
@@ -103,14 +103,14 @@ class SensorConfig(_Strict, kw_only=True):
     deadband: Annotated[float, Meta(ge=0)] = 0.0
 
 
-class DeviceConfig(_Strict, kw_only=True):
+class DeviceConfig(_Strict, kw_only=True, frozen=True):
     id: str
     source: Literal["simulator"] = "simulator"
     seed: int = 0
     sensors: Annotated[list[SensorConfig], Meta(min_length=1)]
 
 
-class AgentConfig(_Strict, kw_only=True):
+class AgentConfig(_Strict, kw_only=True, frozen=True):
     node: NodeConfig
     mqtt: MqttConfig
     queue: QueueConfig

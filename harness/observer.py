@@ -13,6 +13,7 @@ import time
 from collections import Counter
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from core.sparkplug import DataType, MessageType, Topic, decode_payload, parse_topic
 
@@ -26,7 +27,7 @@ class SparkplugObserver:
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"observer-{time.monotonic_ns()}"
+            CallbackAPIVersion.VERSION2, client_id=f"observer-{time.monotonic_ns()}"
         )
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
@@ -57,7 +58,7 @@ class SparkplugObserver:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         try:
-            self._handle(msg.topic, msg.payload)
+            self._handle(msg.topic, bytes(msg.payload))
         except Exception as exc:  # recorded and asserted on by the test
             self.errors.append(f"{msg.topic}: {exc!r}")
 

@@ -26,7 +26,7 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     pass
 
 
-class MqttConfig(_Strict, kw_only=True):
+class MqttConfig(_Strict, kw_only=True, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 1883
     username: str | None = None
@@ -36,7 +36,7 @@ class MqttConfig(_Strict, kw_only=True):
     reconnect_max_s: Annotated[float, Meta(gt=0)] = 30.0
 
 
-class QuestDBConfig(_Strict, kw_only=True):
+class QuestDBConfig(_Strict, kw_only=True, frozen=True):
     #: Name of the environment variable that holds the ILP/HTTP configuration string
     #: (``http::addr=host:9000;username=…;password=…;``).
     ilp_conf_env: str = "DERRICK_QUESTDB_ILP"
@@ -47,7 +47,7 @@ class QuestDBConfig(_Strict, kw_only=True):
     create_tables: bool = True
 
 
-class IngestSettings(_Strict, kw_only=True):
+class IngestSettings(_Strict, kw_only=True, frozen=True):
     primary_host_id: str = conventions.DEFAULT_PRIMARY_HOST_ID
     #: Worker name: part of the MQTT client id.
     worker: str = "w0"
@@ -67,7 +67,7 @@ class IngestSettings(_Strict, kw_only=True):
     rebirth_rate_per_s: Annotated[float, Meta(gt=0)] = 50.0
 
 
-class IngestConfig(_Strict, kw_only=True):
+class IngestConfig(_Strict, kw_only=True, frozen=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     questdb: QuestDBConfig = msgspec.field(default_factory=QuestDBConfig)
     ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)

@@ -133,7 +133,7 @@ class QuestDBWriter:
             conf += "protocol_version=2;"
         try:
             sender = Sender.from_conf(conf)
-            sender.establish()
+            sender.establish()  # type: ignore[no-untyped-call]
         except QuestDBError as exc:
             raise WriterError(f"cannot open ILP sender: {exc}") from exc
         self._sender = sender
