@@ -15,6 +15,8 @@ Invalid input raises :class:`~core.sparkplug.errors.TopicError`.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -33,6 +35,8 @@ __all__ = [
 NAMESPACE = "spBv1.0"
 _STATE = "STATE"
 _RESERVED = frozenset("+/#\x00")
+# a reserved character, or a lone surrogate (the only str content that is not valid UTF-8)
+_INVALID = re.compile("[+/#\x00\ud800-\udfff]")
 
 
 class MessageType(StrEnum):
@@ -50,23 +54,27 @@ class MessageType(StrEnum):
     @property
     def is_device(self) -> bool:
         """True for the D* types, whose topics carry a device_id."""
-        return self.value[0] == "D"
+        return self in _DEVICE_TYPES
 
 
-def _check_id(what: str, value: object, where: str) -> str:
+_DEVICE_TYPES = frozenset(
+    {MessageType.DBIRTH, MessageType.DDEATH, MessageType.DDATA, MessageType.DCMD}
+)
+_MESSAGE_TYPES: dict[object, MessageType] = {m.value: m for m in MessageType}
+
+
+def _check_id(what: str, value: object, where: Callable[[], str]) -> None:
+    if type(value) is str and value and _INVALID.search(value) is None:
+        return  # the fast path: every valid id
     if not isinstance(value, str):
-        raise TopicError(f"{what} must be a str, got {type(value).__name__} in {where}")
+        raise TopicError(f"{what} must be a str, got {type(value).__name__} in {where()}")
     if not value:
-        raise TopicError(f"{what} is empty in {where}")
+        raise TopicError(f"{what} is empty in {where()}")
     bad = _RESERVED.intersection(value)
     if bad:
         shown = ", ".join(repr(c) for c in sorted(bad))
-        raise TopicError(f"{what} {value!r} contains reserved character(s) {shown} in {where}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise TopicError(f"{what} {value!r} is not valid UTF-8 in {where}") from exc
-    return value
+        raise TopicError(f"{what} {value!r} contains reserved character(s) {shown} in {where()}")
+    raise TopicError(f"{what} {value!r} is not valid UTF-8 (lone surrogate) in {where()}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,33 +91,29 @@ class Topic:
     device_id: str | None = None
 
     def __post_init__(self) -> None:
-        where = "topic " + "/".join(
-            str(part)
-            for part in (
-                NAMESPACE,
-                self.group_id,
-                self.message_type,
-                self.edge_node_id,
-                self.device_id,
-            )
-            if part is not None
-        )
         try:
-            message_type = MessageType(self.message_type)
-        except ValueError:
+            message_type = _MESSAGE_TYPES.get(self.message_type)
+        except TypeError:  # unhashable
+            message_type = None
+        if message_type is None:
             raise TopicError(
                 f"message type {self.message_type!r} is not one of "
-                f"{', '.join(MessageType)} in {where}"
-            ) from None
-        object.__setattr__(self, "message_type", message_type)
-        _check_id("group_id", self.group_id, where)
-        _check_id("edge_node_id", self.edge_node_id, where)
+                f"{', '.join(MessageType)} in {self._where()}"
+            )
+        if message_type is not self.message_type:
+            object.__setattr__(self, "message_type", message_type)
+        _check_id("group_id", self.group_id, self._where)
+        _check_id("edge_node_id", self.edge_node_id, self._where)
         if message_type.is_device:
             if self.device_id is None:
-                raise TopicError(f"{message_type} requires a device_id in {where}")
-            _check_id("device_id", self.device_id, where)
+                raise TopicError(f"{message_type} requires a device_id in {self._where()}")
+            _check_id("device_id", self.device_id, self._where)
         elif self.device_id is not None:
-            raise TopicError(f"{message_type} must not have a device_id in {where}")
+            raise TopicError(f"{message_type} must not have a device_id in {self._where()}")
+
+    def _where(self) -> str:
+        parts = (NAMESPACE, self.group_id, self.message_type, self.edge_node_id, self.device_id)
+        return "topic " + "/".join(str(part) for part in parts if part is not None)
 
     def __str__(self) -> str:
         head = f"{NAMESPACE}/{self.group_id}/{self.message_type.value}/{self.edge_node_id}"
@@ -131,7 +135,7 @@ class StateTopic:
     host_id: str
 
     def __post_init__(self) -> None:
-        _check_id("host_id", self.host_id, f"topic {NAMESPACE}/{_STATE}/{self.host_id}")
+        _check_id("host_id", self.host_id, lambda: f"topic {NAMESPACE}/{_STATE}/{self.host_id}")
 
     def __str__(self) -> str:
         return f"{NAMESPACE}/{_STATE}/{self.host_id}"
@@ -171,12 +175,12 @@ def namespace_filter(group_id: str | None = None) -> str:
     """Subscription filter for every Sparkplug B message, or for one group's messages."""
     if group_id is None:
         return f"{NAMESPACE}/#"
-    return f"{NAMESPACE}/{_check_id('group_id', group_id, 'namespace filter')}/#"
+    _check_id("group_id", group_id, lambda: "namespace filter")
+    return f"{NAMESPACE}/{group_id}/#"
 
 
 def edge_node_filter(group_id: str, edge_node_id: str) -> str:
     """Subscription filter for every message of one edge node and its devices."""
-    where = "edge node filter"
-    _check_id("group_id", group_id, where)
-    _check_id("edge_node_id", edge_node_id, where)
+    _check_id("group_id", group_id, lambda: "edge node filter")
+    _check_id("edge_node_id", edge_node_id, lambda: "edge node filter")
     return f"{NAMESPACE}/{group_id}/+/{edge_node_id}/#"
