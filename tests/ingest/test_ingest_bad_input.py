@@ -94,8 +94,8 @@ async def host(mosquitto: Mosquitto, questdb: QuestDB) -> AsyncIterator[tuple[Pr
         await task
 
 
-async def wait_rows(questdb: QuestDB, sql: str, n: int, timeout: float = 20) -> list[list[object]]:
-    deadline = time.monotonic() + timeout
+async def wait_rows(questdb: QuestDB, sql: str, n: int, within_s: float = 20) -> list[list[object]]:
+    deadline = time.monotonic() + within_s
     rows: list[list[object]] = []
     while time.monotonic() < deadline:
         try:
