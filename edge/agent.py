@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,7 @@ from edge.queue import Batch, PendingSample, StoreAndForwardQueue
 from edge.sampling import Deadband, SamplingPolicy
 from edge.session import EdgeNodeSession, MetricDef, Outgoing
 from edge.sources.simulator import DrillingSimulator
+from edge.status import AgentStatus, write_status
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,9 @@ class EdgeAgent:
         self._host_ts: dict[int, int] = {}
         self._replay_tokens = 0.0
         self._session: EdgeNodeSession | None = None
+        self._node_published: dict[int, object] = {}
+        self._last_ack_ms: int | None = None
+        self._connected_since_ms: int | None = None
         self.published_samples = 0
 
     def __repr__(self) -> str:
@@ -206,8 +211,13 @@ class EdgeAgent:
 
     async def _publish_loop(self) -> None:
         interval = self._cfg.publish.interval_ms / 1000
+        status_every = max(1, round(self._cfg.publish.status_interval_ms / 1000 / interval))
+        tick = 0
         while True:
             await asyncio.sleep(interval)
+            tick += 1
+            if tick % status_every == 0:
+                await self._status()
             new = await self._commit()
             if not self._live:
                 continue
@@ -250,7 +260,7 @@ class EdgeAgent:
             if client is None or not self._live:
                 return 0
             for batch in batches:
-                samples = [(s.alias, s.ts_ms, s.value) for s in batch.samples]
+                samples = [(s.alias, s.ts_ms, s.value, s.ns) for s in batch.samples]
                 try:
                     for start in range(0, len(samples), limit):
                         out = self.session.data(
@@ -269,6 +279,37 @@ class EdgeAgent:
         if sent_ids:
             await self._db(self._queue.mark_sent, sent_ids, now_ms=self._clock())
         return sent_bytes
+
+    # -- status ----------------------------------------------------------------------------
+
+    async def _status(self) -> None:
+        """Publish changed node metrics (NDATA) and write the status file for ``health``."""
+        stats = await self._db(self._queue.stats)
+        now = self._clock()
+        values = self._node_values(stats)
+        changed = [(a, now, v, 0) for a, v in values.items() if self._node_published.get(a) != v]
+        async with self._pub_lock:
+            client = self._client
+            if changed and client is not None and self._live:
+                out = self.session.data("", changed, historical=False)
+                try:
+                    await client.publish(str(out.topic), out.payload, qos=0, retain=False)
+                except aiomqtt.MqttError as exc:
+                    log.info("status NDATA not sent: %s", exc)
+                else:
+                    self._node_published.update(values)
+        status = AgentStatus(
+            pid=os.getpid(),
+            appliance=self._cfg.node.appliance,
+            version=AGENT_VERSION,
+            updated_ms=now,
+            live=self._live,
+            connected_since_ms=self._connected_since_ms,
+            last_ack_ms=self._last_ack_ms,
+            mode=self._policy.mode(now / 1000),
+            queue=stats,
+        )
+        await self._db(write_status, self._cfg.queue.path, status)
 
     # -- MQTT session --------------------------------------------------------------------
 
@@ -327,6 +368,7 @@ class EdgeAgent:
             finally:
                 self._live = False
                 self._client = None
+                self._connected_since_ms = None
 
     async def _leave(self, client: aiomqtt.Client) -> None:
         death = self.session.ndeath()
@@ -353,6 +395,8 @@ class EdgeAgent:
                 await client.publish(str(out.topic), out.payload, qos=0, retain=False)
             await self._db(self._queue.mark_all_unsent)
             self._replay_tokens = 0.0
+            self._node_published = dict(values)
+            self._connected_since_ms = self._clock()
             self._live = True
         log.info(
             "born: bdSeq %s, %d unacknowledged batches to replay",
@@ -406,6 +450,7 @@ class EdgeAgent:
                 except Exception as exc:
                     log.warning("refused acknowledgement %s: %s", metric.value, exc)
                 else:
+                    self._last_ack_ms = self._clock()
                     log.debug("acknowledged through batch %d: %d samples", metric.value, removed)
             elif name == conventions.ALARM_COMMAND_METRIC and isinstance(metric.value, bool):
                 self._policy.commanded_alarm = metric.value

@@ -48,7 +48,7 @@ class MqttConfig(_Strict, kw_only=True, frozen=True):
     password_file: Path | None = None
     connect_timeout_s: Annotated[float, Meta(gt=0)] = 10.0
     reconnect_min_s: Annotated[float, Meta(gt=0)] = 0.5
-    reconnect_max_s: Annotated[float, Meta(gt=0)] = 30.0
+    reconnect_max_s: Annotated[float, Meta(gt=0)] = 10.0
 
 
 class QueueConfig(_Strict, kw_only=True, frozen=True):
@@ -71,6 +71,9 @@ class PublishConfig(_Strict, kw_only=True, frozen=True):
     replay_share: Share = 0.5
     #: Most metrics in one data message.
     max_metrics_per_message: Annotated[int, Meta(ge=1, le=10_000)] = 500
+    #: How often node metrics (queue depth, ...) are published when changed, and the status
+    #: file for ``derrick-edge health`` is written.
+    status_interval_ms: Annotated[int, Meta(ge=100, le=600_000)] = 5000
     #: Put the datatype on every metric of data messages (spec: SHOULD NOT; some decoders need it).
     datatype_in_data: bool = False
 
@@ -103,6 +106,15 @@ class SensorConfig(_Strict, kw_only=True, frozen=True):
     deadband: Annotated[float, Meta(ge=0)] = 0.0
 
 
+class HealthConfig(_Strict, kw_only=True, frozen=True):
+    #: The agent is unhealthy when its status file is older than this.
+    max_status_age_s: Annotated[float, Meta(gt=0)] = 30.0
+    #: ... or when it has not been born (connected, Primary Host online) for this long.
+    max_offline_s: Annotated[float, Meta(gt=0)] = 120.0
+    #: ... or when its oldest unacknowledged batch is older than this while connected.
+    max_unacked_age_s: Annotated[float, Meta(gt=0)] = 300.0
+
+
 class DeviceConfig(_Strict, kw_only=True, frozen=True):
     id: str
     source: Literal["simulator"] = "simulator"
@@ -117,6 +129,7 @@ class AgentConfig(_Strict, kw_only=True, frozen=True):
     publish: PublishConfig = msgspec.field(default_factory=PublishConfig)
     sampling: SamplingConfig = msgspec.field(default_factory=SamplingConfig)
     alarms: list[AlarmRule] = msgspec.field(default_factory=list)
+    health: HealthConfig = msgspec.field(default_factory=HealthConfig)
     devices: Annotated[list[DeviceConfig], Meta(min_length=1)]
     #: Deadband silence limit: a sensor is published at least this often.
     max_silence_s: Annotated[float, Meta(gt=0)] = 60.0

@@ -8,6 +8,8 @@ independent subscriber saw published: nothing missing, nothing extra, nothing do
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +21,16 @@ from harness.derrick import EdgeSpec, SimulatedDevice, edge_process, ingest_proc
 from harness.observer import Row, SparkplugObserver
 
 pytestmark = pytest.mark.integration
+
+
+def health(edge_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge", "health", "--config", str(edge_dir / "agent.toml")],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
 
 
 def stored_rows(questdb: QuestDB, table: str) -> list[Row]:
@@ -80,22 +92,28 @@ def test_five_nodes_two_devices_sixteen_metrics_stored_exactly(
             while observer.counts["DBIRTH"] < 10 and time.monotonic() < deadline:
                 time.sleep(0.2)
             time.sleep(6)
+            healthy = health(tmp_path / "edge1")
+            assert healthy.returncode == 0, healthy.stdout + healthy.stderr
             assert ingest.running, (tmp_path / "ingest" / "ingest.log").read_text()[-3000:]
             for edge in edges:
                 assert edge.running, edge.log_path.read_text()[-3000:]
             for edge in edges:
                 edge.stop()
-            published = observer.snapshot()
+            # The site's rows (the cloud's KPI node publishes under its own group).
+            published = {r for r in observer.snapshot() if r[1] == "s001"}
+            stopped = health(tmp_path / "edge1")
+            assert stopped.returncode == 1 and "not running" in stopped.stdout
             assert not observer.errors, observer.errors[:5]
             assert observer.counts["NBIRTH"] >= 5 and observer.counts["DBIRTH"] >= 10
             nodes = {r[2] for r in published}
-            metrics = {(r[2], r[3], r[4]) for r in published}
+            metrics = {(r[2], r[3], r[4]) for r in published if r[3]}
             assert len(nodes) == 5 and len(metrics) == 5 * 2 * 16
             rows = wait_for_rows(questdb, table, published, timeout=30)
         finally:
             for edge in edges:
                 edge.stop()
             ingest.stop()
+    rows = [r for r in rows if r[1] == "s001"]
     assert len(rows) == len(set(rows)), "a row was stored twice"
     missing = published - set(rows)
     extra = set(rows) - published
