@@ -67,10 +67,23 @@ class IngestSettings(_Strict, kw_only=True, frozen=True):
     rebirth_rate_per_s: Annotated[float, Meta(gt=0)] = 50.0
 
 
+class KpiSettings(_Strict, kw_only=True, frozen=True):
+    """The KPI edge node (``ingest.kpi_node``): KPIs published back as Sparkplug."""
+
+    enabled: bool = True
+    #: Sparkplug group of the KPI edge nodes; each worker is node ``kpi-<worker>`` in it.
+    group_id: str = "derrick-cloud"
+    #: Drilling efficiency needs ROP, WOB and RPM at most this far apart in time.
+    freshness_ms: Annotated[int, Meta(ge=0)] = 30_000
+    #: KPI messages waiting to be published; beyond this they are dropped and counted.
+    queue_size: Annotated[int, Meta(ge=1)] = 10_000
+
+
 class IngestConfig(_Strict, kw_only=True, frozen=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     questdb: QuestDBConfig = msgspec.field(default_factory=QuestDBConfig)
     ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
+    kpi: KpiSettings = msgspec.field(default_factory=KpiSettings)
 
 
 def _dec_hook(type_: type, obj: object) -> object:

@@ -28,11 +28,13 @@ from core.sparkplug import (
     StatePayload,
     StateTopic,
     Topic,
+    edge_node_filter,
     encode_payload,
     encode_state,
 )
 from core.tables import TableSet
 from ingest.config import IngestConfig
+from ingest.kpi_node import KpiEdgeNode
 from ingest.nodes import NodeState
 from ingest.pipeline import MessageProcessor, Outcome
 from ingest.writer import QuestDBWriter, RowSet, WriterError
@@ -85,6 +87,13 @@ class PrimaryHost:
         self.counters: Counter[str] = Counter()
         self.online = asyncio.Event()
         self._stopping = False
+        self.kpi = (
+            KpiEdgeNode(
+                cfg.mqtt, cfg.kpi, worker=self._settings.worker, password=password, clock=clock
+            )
+            if cfg.kpi.enabled
+            else None
+        )
 
     def __repr__(self) -> str:
         return (
@@ -104,6 +113,8 @@ class PrimaryHost:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._mqtt_loop(), name="mqtt")
                 tg.create_task(self._flush_loop(), name="flusher")
+                if self.kpi is not None:
+                    tg.create_task(self.kpi.run(ready=self.online), name="kpi-node")
         finally:
             await self._in_writer(self._writer.close)
             self._writer_thread.shutdown(wait=True)
@@ -147,6 +158,9 @@ class PrimaryHost:
                 await client.subscribe(state, qos=1)
                 for group in self._settings.groups:
                     await client.subscribe(f"spBv1.0/{group}/#", qos=0)
+                if self.kpi is not None and "+" not in self._settings.groups:
+                    kpi = self.kpi.session
+                    await client.subscribe(edge_node_filter(kpi.group_id, kpi.edge_node_id))
                 await client.publish(
                     state,
                     encode_state(StatePayload(online=True, timestamp=connect_ts)),
@@ -187,6 +201,8 @@ class PrimaryHost:
                 dead.payload[:64],
             )
         self._store(outcome)
+        if self.kpi is not None and outcome.numeric:
+            self.kpi.observe(outcome.numeric)
         if outcome.rebirth and outcome.node is not None:
             await self._request_rebirth(outcome.node, outcome.rebirth)
 
