@@ -13,9 +13,9 @@ tools, and Derrick's own Primary Host, which stores them) sees the KPIs like any
 - an NCMD ``Node Control/Rebirth`` = true makes it publish its births again.
 
 The host calls :meth:`KpiEdgeNode.observe` with each message's live rows (on the event loop,
-no I/O); the values wait in a bounded queue for the ``kpi-publish`` task. KPIs are derived
-data: values computed while the node is disconnected, or beyond the queue, are dropped and
-counted, not retried; the raw samples they come from are stored regardless.
+no I/O); the values wait in a bounded queue for the ``kpi-publish`` task, also while the node
+is disconnected. KPIs are derived data: values beyond the queue are dropped and counted, a
+message lost with a broken connection is not retried; the raw samples are stored regardless.
 
 ``bdSeq`` is not persisted (the worker keeps no local state): it starts from the wall clock's
 seconds modulo 256, so that a restarted worker is unlikely to reuse the ``bdSeq`` of a stale
