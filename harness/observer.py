@@ -30,12 +30,22 @@ class SparkplugObserver:
             CallbackAPIVersion.VERSION2, client_id=f"observer-{time.monotonic_ns()}"
         )
         self._client.on_connect = self._on_connect
+        self._client.reconnect_delay_set(min_delay=1, max_delay=1)
         self._client.on_message = self._on_message
         self._host, self._port, self._filter = host, port, topic_filter
         self._births: dict[tuple[str, str], dict[int, tuple[str, str, DataType]]] = {}
         self.rows: set[Row] = set()
+        #: Every metric a birth declared: (group, node, device, name) -> (alias, datatype).
+        self.declared: dict[tuple[str, str, str, str], tuple[int | None, DataType | None]] = {}
         self.counts: Counter[str] = Counter()
         self.errors: list[str] = []
+        #: Highest Derrick batch number seen per (group, node).
+        self.max_batch: dict[tuple[str, str], int] = {}
+        #: (receive time, metric timestamp) in epoch ms for live (non-historical) data metrics.
+        self.live_delays: list[tuple[int, int]] = []
+        #: Receive times (epoch ms) of data messages per (group, node), and of NDEATHs.
+        self.data_times: dict[tuple[str, str], list[int]] = {}
+        self.death_times: dict[tuple[str, str], list[int]] = {}
 
     def __enter__(self) -> SparkplugObserver:
         self._client.connect(self._host, self._port, keepalive=30)
@@ -76,18 +86,28 @@ class SparkplugObserver:
                     aliases.clear()
                 device = topic.device_id or ""
                 for m in decode_payload(payload).metrics:
+                    if m.name is not None:
+                        self.declared[(*key, device, m.name)] = (m.alias, m.datatype)
                     if m.alias is not None and m.name is not None and m.datatype is not None:
                         aliases[m.alias] = (device, m.name, m.datatype)
                 return
+            received = time.time_ns() // 1_000_000
+            if kind is MessageType.NDEATH:
+                self.death_times.setdefault(key, []).append(received)
             if kind not in (MessageType.NDATA, MessageType.DDATA):
                 return
+            self.data_times.setdefault(key, []).append(received)
             types = {a: dt for a, (_, _, dt) in aliases.items()}
             decoded = decode_payload(payload, types)
+            if decoded.batch is not None:
+                self.max_batch[key] = max(self.max_batch.get(key, 0), decoded.batch)
             for m in decoded.metrics:
                 if m.alias not in aliases:
                     self.errors.append(f"{topic_text}: unknown alias {m.alias}")
                     continue
                 device, name, _ = aliases[m.alias]
+                if not m.is_historical and m.timestamp is not None and device:
+                    self.live_delays.append((received, m.timestamp))
                 if m.is_null or not isinstance(m.value, int | float) or m.timestamp is None:
                     continue
                 self.rows.add(
