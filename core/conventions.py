@@ -37,3 +37,9 @@ AGENT_VERSION_METRIC: Final = "Derrick/Agent Version"
 PROP_ENG_UNIT: Final = "engUnit"
 PROP_HOT: Final = "hot"
 PROP_QUALITY: Final = "Quality"
+
+#: Metric property on data metrics whose source timestamp is finer than a millisecond
+#: (legacy readings stored in nanoseconds): the sub-millisecond part, UInt32 0–999999. The
+#: exact source time is ``timestamp`` × 1,000,000 + ``tsNanos`` nanoseconds since the epoch.
+#: Hosts that do not know it still get the timestamp truncated to the millisecond.
+PROP_TS_NANOS: Final = "tsNanos"

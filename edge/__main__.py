@@ -1,7 +1,10 @@
 """``derrick-edge``: the edge agent's command line.
 
 - ``derrick-edge run --config agent.toml``: run the agent until SIGTERM/SIGINT;
-- ``derrick-edge check-config --config agent.toml``: validate and exit (0 valid, 2 invalid).
+- ``derrick-edge check-config --config agent.toml``: validate and exit (0 valid, 2 invalid);
+- ``derrick-edge import-legacy --config agent.toml FILE``: queue a legacy installation's
+  unsent readings (``docs/legacy-handoff.md``); 0 imported or already imported, 2 invalid
+  (nothing queued), 1 the queue cannot take it (nothing queued).
 """
 
 from __future__ import annotations
@@ -12,10 +15,14 @@ import contextlib
 import logging
 import signal
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.agent import EdgeAgent
-from edge.config import ConfigError, load_config, read_password
+from edge.config import AgentConfig, ConfigError, load_config, read_password
+from edge.legacy import HandoffError, import_handoff
+from edge.queue import QueueError, StoreAndForwardQueue
 
 log = logging.getLogger("edge")
 
@@ -27,7 +34,52 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("run", "check-config"):
         p = sub.add_parser(name)
         p.add_argument("--config", type=Path, required=True)
+    p = sub.add_parser("import-legacy", help="queue a legacy hand-off file's readings")
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("file", type=Path)
     return parser
+
+
+def _utc(ts_ns: int | None) -> str:
+    if ts_ns is None:
+        return "-"
+    return datetime.fromtimestamp(ts_ns // 10**9, UTC).strftime("%Y-%m-%dT%H:%M:%S") + (
+        f".{ts_ns % 10**9:09d}Z"
+    )
+
+
+def _import_legacy(cfg: AgentConfig, path: Path) -> int:
+    queue = StoreAndForwardQueue(
+        cfg.queue.path, max_bytes=cfg.queue.max_bytes, fsync=cfg.queue.fsync
+    )
+    try:
+        queue.open()
+        result = import_handoff(path, cfg, queue, now_ns=time.time_ns())
+    except HandoffError as exc:
+        print(f"derrick-edge: invalid hand-off {exc.path}, nothing queued:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        if exc.invalid_lines > len(exc.problems):
+            print(f"  ... {exc.invalid_lines} invalid lines in all", file=sys.stderr)
+        return 2
+    except QueueError as exc:
+        print(f"derrick-edge: cannot import {path}, nothing queued: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        queue.close()
+    if result.already_imported:
+        print(
+            f"{path}: already imported ({result.readings} readings, sha256 {result.sha256}, "
+            f"at {_utc((result.imported_ms or 0) * 10**6)[:23]}Z); nothing queued"
+        )
+        return 0
+    devices = ", ".join(f"{d} {n}" for d, n in sorted(result.by_device.items())) or "none"
+    print(
+        f"{path}: imported {result.readings} readings ({devices}) from {result.source_version} "
+        f"at precision {result.precision} in {result.batches} historical batch(es); "
+        f"{_utc(result.first_ts_ns)} .. {_utc(result.last_ts_ns)}; sha256 {result.sha256}"
+    )
+    return 0
 
 
 async def _run(agent: EdgeAgent) -> None:
@@ -60,13 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         cfg = load_config(args.config)
-        password = read_password(cfg.mqtt)
+        password = read_password(cfg.mqtt) if args.command != "import-legacy" else None
     except ConfigError as exc:
         print(f"derrick-edge: invalid configuration: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
         print(f"{args.config}: valid ({cfg.node.appliance}, {cfg.sensor_count()} sensors)")
         return 0
+    if args.command == "import-legacy":
+        return _import_legacy(cfg, args.file)
     asyncio.run(_run(EdgeAgent(cfg, password=password)))
     return 0
 

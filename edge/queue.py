@@ -13,8 +13,13 @@ Schema:
   across restarts; new metrics get new ids, old ids are never reused.
 - ``batch``: ``AUTOINCREMENT`` id (never reused, even when the table empties), device,
   whether it is historical, when it was created and last sent, how often.
-- ``sample``: the readings, each in exactly one batch.
+- ``sample``: the readings, each in exactly one batch; ``ns`` is the sub-millisecond part
+  (0–999999 ns) of the timestamp, non-zero only for legacy readings stored in nanoseconds.
 - ``meta``: bdSeq, the acknowledged batch number, evictions.
+- ``handoff``: legacy hand-off files already imported (owned by ``edge.legacy``).
+
+Several processes may write (the agent, ``derrick-edge import-legacy``): a writer waits up to
+``BUSY_TIMEOUT_S`` for another's transaction.
 
 The class is synchronous and not thread-safe: the agent calls it from one worker thread.
 """
@@ -54,31 +59,43 @@ CREATE TABLE IF NOT EXISTS sample (
     batch INTEGER NOT NULL,
     metric INTEGER NOT NULL,
     ts_ms INTEGER NOT NULL,
-    value
+    value,
+    ns INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sample_by_batch ON sample (batch);
 """
+
+
+#: How long a writer waits for another process's transaction before failing.
+BUSY_TIMEOUT_S: Final = 30.0
 
 
 class QueueError(Exception):
     """The queue cannot be opened or written (disk full, corrupt file, bad input)."""
 
 
+class QueueFullError(QueueError):
+    """A commit that may not evict would exceed the queue's byte cap; nothing was written."""
+
+
 class PendingSample(msgspec.Struct, frozen=True, gc=False, array_like=True):
-    """A reading not yet committed: metric alias, source timestamp (epoch ms), value."""
+    """A reading not yet committed: metric alias, source timestamp (epoch ms), value; ``ns``
+    is the timestamp's sub-millisecond part (0–999999) when the source had nanoseconds."""
 
     alias: int
     ts_ms: int
     value: object
     hot: bool = False
+    ns: int = 0
 
 
 class Sample(msgspec.Struct, frozen=True, gc=False, array_like=True):
-    """A committed reading of a batch."""
+    """A committed reading of a batch (``ns``: see :class:`PendingSample`)."""
 
     alias: int
     ts_ms: int
     value: object
+    ns: int = 0
 
 
 class Batch(msgspec.Struct, frozen=True, gc=False):
@@ -123,11 +140,16 @@ class StoreAndForwardQueue:
     def open(self) -> None:
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+            )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'OFF'}")
             db.execute("PRAGMA foreign_keys=OFF")
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(sample)")}
+            if "ns" not in columns:  # a queue created before the column existed
+                db.execute("ALTER TABLE sample ADD COLUMN ns INTEGER NOT NULL DEFAULT 0")
         except sqlite3.Error as exc:
             raise QueueError(f"cannot open queue {self._path}: {exc}") from exc
         self._db = db
@@ -202,8 +224,13 @@ class StoreAndForwardQueue:
         *,
         now_ms: int,
         historical: bool = False,
+        evict: bool = True,
     ) -> list[Batch]:
-        """Commit samples durably, one new batch per device, in one transaction (one fsync)."""
+        """Commit samples durably, one new batch per device, in one transaction (one fsync).
+
+        Over the byte cap the oldest batches are evicted; with ``evict=False`` the commit
+        raises :class:`QueueFullError` instead (and the transaction rolls back).
+        """
         batches: list[Batch] = []
         with self._transaction():
             for device, pending in samples_by_device.items():
@@ -218,8 +245,8 @@ class StoreAndForwardQueue:
                 batch_id = cur.lastrowid
                 assert batch_id is not None
                 self.db.executemany(
-                    "INSERT INTO sample (batch, metric, ts_ms, value) VALUES (?, ?, ?, ?)",
-                    [(batch_id, s.alias, s.ts_ms, s.value) for s in pending],
+                    "INSERT INTO sample (batch, metric, ts_ms, value, ns) VALUES (?, ?, ?, ?, ?)",
+                    [(batch_id, s.alias, s.ts_ms, s.value, s.ns) for s in pending],
                 )
                 batches.append(
                     Batch(
@@ -228,8 +255,12 @@ class StoreAndForwardQueue:
                         historical=historical,
                         created_ms=now_ms,
                         sends=0,
-                        samples=[Sample(s.alias, s.ts_ms, s.value) for s in pending],
+                        samples=[Sample(s.alias, s.ts_ms, s.value, s.ns) for s in pending],
                     )
+                )
+            if not evict and self._used_bytes() > self._max_bytes:
+                raise QueueFullError(
+                    f"queue would exceed its cap of {self._max_bytes} bytes; nothing committed"
                 )
             evicted = self._enforce_cap()
         if evicted:
@@ -305,9 +336,10 @@ class StoreAndForwardQueue:
 
     def _samples(self, batch_id: int) -> list[Sample]:
         rows = self.db.execute(
-            "SELECT metric, ts_ms, value FROM sample WHERE batch = ? ORDER BY rowid", (batch_id,)
+            "SELECT metric, ts_ms, value, ns FROM sample WHERE batch = ? ORDER BY rowid",
+            (batch_id,),
         )
-        return [Sample(int(a), int(t), v) for a, t, v in rows]
+        return [Sample(int(a), int(t), v, int(n)) for a, t, v, n in rows]
 
     def stats(self) -> QueueStats:
         batches, samples, oldest_ms, oldest, newest = self.db.execute(
@@ -379,3 +411,8 @@ class StoreAndForwardQueue:
 
     def _transaction(self) -> StoreAndForwardQueue._Txn:
         return StoreAndForwardQueue._Txn(self.db)
+
+    def transaction(self) -> StoreAndForwardQueue._Txn:
+        """Group several commits into one atomic transaction (``BEGIN IMMEDIATE``, one fsync):
+        all of them are kept, or, if the block raises, none."""
+        return self._transaction()

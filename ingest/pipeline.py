@@ -57,6 +57,8 @@ class NumericRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
     value: float
     hot: bool
     historical: bool
+    #: Sub-millisecond part of the source timestamp (``tsNanos`` property), 0–999999.
+    ns: int = 0
 
 
 class EventRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -68,6 +70,8 @@ class EventRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
     datatype: str
     value: str
     historical: bool
+    #: Sub-millisecond part of the source timestamp (``tsNanos`` property), 0–999999.
+    ns: int = 0
 
 
 class CatalogueRow(msgspec.Struct, frozen=True, gc=False):
@@ -287,6 +291,20 @@ class MessageProcessor:
             if ts is None or ts < MIN_TIMESTAMP_MS or ts > now + MAX_FUTURE_MS:
                 bad.append(f"metric {index} ({info.name}): timestamp {ts} out of range")
                 continue
+            ns = 0
+            if m.properties is not None and conventions.PROP_TS_NANOS in m.properties:
+                prop = m.properties[conventions.PROP_TS_NANOS]
+                if (
+                    prop.type is not DataType.UInt32
+                    or not isinstance(prop.value, int)
+                    or not 0 <= prop.value < 1_000_000
+                ):
+                    bad.append(
+                        f"metric {index} ({info.name}): {conventions.PROP_TS_NANOS} "
+                        f"{prop.type.name} {prop.value!r} is not a UInt32 in 0..999999"
+                    )
+                    continue
+                ns = prop.value
             if m.is_null:
                 continue
             value = m.value
@@ -299,7 +317,15 @@ class MessageProcessor:
                     continue
                 out.numeric.append(
                     NumericRow(
-                        ts, site, edge, device, info.name, float(value), info.hot, m.is_historical
+                        ts,
+                        site,
+                        edge,
+                        device,
+                        info.name,
+                        float(value),
+                        info.hot,
+                        m.is_historical,
+                        ns,
                     )
                 )
             else:
@@ -310,7 +336,15 @@ class MessageProcessor:
                 )
                 out.events.append(
                     EventRow(
-                        ts, site, edge, device, info.name, info.datatype.name, text, m.is_historical
+                        ts,
+                        site,
+                        edge,
+                        device,
+                        info.name,
+                        info.datatype.name,
+                        text,
+                        m.is_historical,
+                        ns,
                     )
                 )
         if bad:

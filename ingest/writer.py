@@ -56,7 +56,7 @@ class RowSet:
                     "historical": r.historical,
                     "received": received,
                 },
-                at=TimestampNanos(r.ts_ms * 1_000_000),
+                at=TimestampNanos(r.ts_ms * 1_000_000 + r.ns),
             )
         self.rows += len(rows)
 
@@ -74,7 +74,7 @@ class RowSet:
                     "datatype": r.datatype,
                 },
                 columns={"value": r.value, "historical": r.historical, "received": received},
-                at=TimestampNanos(r.ts_ms * 1_000_000),
+                at=TimestampNanos(r.ts_ms * 1_000_000 + r.ns),
             )
         self.rows += len(rows)
 
