@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.ids import check_site_id
 from harness.derrick import EdgeSpec, SimulatedDevice, edge_process, ingest_process
 from harness.errors import HarnessError
 from harness.process import ManagedProcess
@@ -26,7 +27,9 @@ from harness.stack import ServiceStack
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="derrick up", description=__doc__.splitlines()[0])
-    p.add_argument("--site", default="s001", help="simulated site id (default s001)")
+    p.add_argument(
+        "--site", default="s001", type=check_site_id, help="simulated site id (default s001)"
+    )
     p.add_argument("--appliances", type=int, default=10, help="appliances on the site")
     p.add_argument("--dir", type=Path, help="run directory (default: a new temporary one)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -119,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _summary(stack: ServiceStack, args: argparse.Namespace) -> dict[str, Any]:
     try:
-        nodes = _rows(stack, "SELECT count_distinct(node) FROM telemetry_raw")[0][0]
-        rows = _rows(stack, "SELECT count() FROM telemetry_raw")[0][0]
+        # The site's own rows: the KPI edge node's (group derrick-cloud) are not the site's.
+        where = f"WHERE site = '{args.site}'"  # a checked site id (argument type)
+        nodes = _rows(stack, f"SELECT count_distinct(node) FROM telemetry_raw {where}")[0][0]
+        rows = _rows(stack, f"SELECT count() FROM telemetry_raw {where}")[0][0]
     except HarnessError as exc:
         return {"error": str(exc)}
     return {"site": args.site, "appliances": args.appliances, "nodes_stored": nodes, "rows": rows}
