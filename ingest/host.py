@@ -35,7 +35,7 @@ from core.sparkplug import (
 from core.tables import TableSet
 from ingest.config import IngestConfig
 from ingest.kpi_node import KpiEdgeNode
-from ingest.nodes import NodeState
+from ingest.nodes import NodeState, RebirthLimiter
 from ingest.pipeline import MessageProcessor, Outcome
 from ingest.writer import QuestDBWriter, RowSet, WriterError
 
@@ -83,7 +83,10 @@ class PrimaryHost:
         self._client: aiomqtt.Client | None = None
         self._current: RowSet | None = None
         self._failed: list[RowSet] = []
-        self._rebirth_tokens = self._settings.rebirth_rate_per_s
+        self._rebirths = RebirthLimiter(
+            cooldown_ms=self._settings.rebirth_cooldown_s * 1000,
+            rate_per_s=self._settings.rebirth_rate_per_s,
+        )
         self.counters: Counter[str] = Counter()
         self.online = asyncio.Event()
         self._stopping = False
@@ -244,18 +247,12 @@ class PrimaryHost:
 
     async def _request_rebirth(self, node: NodeState, reason: str) -> None:
         now = self._clock()
-        cooldown_ms = self._settings.rebirth_cooldown_s * 1000
-        last = node.last_rebirth_request_ms
-        if last is not None and now - last < cooldown_ms:
-            return
-        if self._rebirth_tokens < 1:
-            self.counters["rebirth_throttled"] += 1
-            return
         client = self._client
         if client is None:
             return
-        self._rebirth_tokens -= 1
-        node.last_rebirth_request_ms = now
+        if not self._rebirths.allow(node, now):
+            self.counters["rebirth_throttled"] = self._rebirths.throttled
+            return
         self.counters["rebirth_requests"] += 1
         log.info("asking %s/%s to rebirth: %s", node.group_id, node.edge_node_id, reason)
         payload = Payload(
@@ -278,10 +275,6 @@ class PrimaryHost:
         interval = self._settings.flush_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
-            self._rebirth_tokens = min(
-                self._settings.rebirth_rate_per_s,
-                self._rebirth_tokens + self._settings.rebirth_rate_per_s * interval,
-            )
             await self.flush()
             await self._check_gaps()
 
@@ -331,9 +324,7 @@ class PrimaryHost:
             topic = Topic(MessageType.NCMD, group, edge)
             try:
                 alias = node.acked_alias
-                data = encode_payload(
-                    payload, None if alias is None else {alias: DataType.UInt64}
-                )
+                data = encode_payload(payload, None if alias is None else {alias: DataType.UInt64})
                 await client.publish(str(topic), data, qos=0, retain=False)
             except aiomqtt.MqttError as exc:
                 log.info("acknowledgement to %s/%s not sent: %s", group, edge, exc)

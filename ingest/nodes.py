@@ -135,3 +135,31 @@ class NodeState:
 
     def gap_expired(self, now_ms: int, timeout_ms: int) -> bool:
         return any(now_ms - since >= timeout_ms for since in self.missing.values())
+
+
+class RebirthLimiter:
+    """Rate limits rebirth requests: one per node per cooldown, and a fleet-wide token
+    bucket, so that a broker hiccup cannot start a rebirth storm across the fleet."""
+
+    def __init__(self, *, cooldown_ms: float, rate_per_s: float) -> None:
+        self._cooldown_ms = cooldown_ms
+        self._rate = rate_per_s
+        self._tokens = rate_per_s
+        self._last_refill_ms: int | None = None
+        self.throttled = 0
+
+    def allow(self, node: NodeState, now_ms: int) -> bool:
+        """True (and the request is counted) if ``node`` may be asked to rebirth now."""
+        last = node.last_rebirth_request_ms
+        if last is not None and now_ms - last < self._cooldown_ms:
+            return False
+        if self._last_refill_ms is not None:
+            elapsed_s = max(0, now_ms - self._last_refill_ms) / 1000
+            self._tokens = min(self._rate, self._tokens + elapsed_s * self._rate)
+        self._last_refill_ms = now_ms
+        if self._tokens < 1:
+            self.throttled += 1
+            return False
+        self._tokens -= 1
+        node.last_rebirth_request_ms = now_ms
+        return True
