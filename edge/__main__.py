@@ -2,6 +2,8 @@
 
 - ``derrick-edge run --config agent.toml``: run the agent until SIGTERM/SIGINT;
 - ``derrick-edge check-config --config agent.toml``: validate and exit (0 valid, 2 invalid);
+- ``derrick-edge health --config agent.toml``: 0 when the running agent is healthy, 1 when
+  not (each reason printed), 2 when the configuration is invalid;
 - ``derrick-edge import-legacy --config agent.toml FILE``: queue a legacy installation's
   unsent readings (``docs/legacy-handoff.md``); 0 imported or already imported, 2 invalid
   (nothing queued), 1 the queue cannot take it (nothing queued).
@@ -23,6 +25,7 @@ from edge.agent import EdgeAgent
 from edge.config import AgentConfig, ConfigError, load_config, read_password
 from edge.legacy import HandoffError, import_handoff
 from edge.queue import QueueError, StoreAndForwardQueue
+from edge.status import check_health
 
 log = logging.getLogger("edge")
 
@@ -31,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="derrick-edge", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("run", "check-config"):
+    for name in ("run", "check-config", "health"):
         p = sub.add_parser(name)
         p.add_argument("--config", type=Path, required=True)
     p = sub.add_parser("import-legacy", help="queue a legacy hand-off file's readings")
@@ -121,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "import-legacy":
         return _import_legacy(cfg, args.file)
+    if args.command == "health":
+        healthy, reasons = check_health(cfg, time.time_ns() // 1_000_000)
+        for reason in reasons:
+            print(f"{'healthy' if healthy else 'UNHEALTHY'}: {reason}")
+        return 0 if healthy else 1
     asyncio.run(_run(EdgeAgent(cfg, password=password)))
     return 0
 

@@ -36,10 +36,10 @@ from core.sparkplug import (
     decode_payload,
     decode_state,
 )
+from core.sparkplug.session import EdgeNodeSession, MetricDef, Outgoing
 from edge.config import AgentConfig, MqttServer
 from edge.queue import Batch, PendingSample, StoreAndForwardQueue
 from edge.sampling import Deadband, SamplingPolicy
-from edge.session import EdgeNodeSession, MetricDef, Outgoing
 from edge.sources.simulator import DrillingSimulator
 from edge.status import AgentStatus, write_status
 
@@ -59,6 +59,10 @@ _NODE_METRICS: tuple[tuple[str, DataType, bool], ...] = (
     (conventions.SAMPLING_MODE_METRIC, DataType.String, False),
     (conventions.AGENT_VERSION_METRIC, DataType.String, False),
 )
+
+
+#: Estimated bytes of one historical metric on the wire (alias, timestamp, double, flag).
+_REPLAY_BYTES_PER_SAMPLE = 20
 
 
 def wall_ms() -> int:
@@ -229,10 +233,12 @@ class EdgeAgent:
     async def _replay(self, *, skip: set[int]) -> None:
         pub = self._cfg.publish
         budget = pub.link_bytes_per_s * pub.replay_share * pub.interval_ms / 1000
-        self._replay_tokens = min(self._replay_tokens + budget, budget * 10)
+        # A token bucket that never holds more than one interval's share: replay never
+        # bursts ahead of live data; what a large batch overspends is paid back first.
+        self._replay_tokens = min(self._replay_tokens + budget, budget)
         if self._replay_tokens <= 0:
             return
-        max_samples = max(1, int(self._replay_tokens / 12))
+        max_samples = max(1, int(self._replay_tokens / _REPLAY_BYTES_PER_SAMPLE))
         due = await self._db(
             self._queue.due,
             now_ms=self._clock(),

@@ -283,6 +283,7 @@ def _prefill_backlog(rig: Rig, appliance: str, *, samples: int) -> None:
                 json.dumps({"device": "daq", "tag": tag, "ts_ns": ts, "value": round(i * 0.001, 3)})
                 + "\n"
             )
+        f.write(json.dumps({"end": "derrick-legacy-handoff", "readings": samples}) + "\n")
     out = subprocess.run(
         [
             sys.executable,
