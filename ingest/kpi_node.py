@@ -191,9 +191,9 @@ class KpiEdgeNode:
                 if appliance not in self.session.devices:
                     self._declare(appliance)
                     await self._send(client, self.session.dbirth(appliance, self._current))
-                samples = [(self._aliases[(appliance, v.kpi)], v.ts_ms, v.value) for v in kpis]
+                samples = [(self._aliases[(appliance, v.kpi)], v.ts_ms, v.value, 0) for v in kpis]
                 await self._send(client, self.session.data(appliance, samples, historical=False))
-                for alias, _, value in samples:
+                for alias, _, value, _ in samples:
                     self._current[alias] = value
                 self.counters["kpi_published"] += len(samples)
 

@@ -12,7 +12,9 @@ Rules kept here (Sparkplug B 3.0):
   one, wrapping after 255, across the node and all its devices.
 - Births carry every metric with name, alias, datatype, current value (or ``is_null``) and
   properties (engineering unit, hot flag); ``Node Control/Rebirth`` has no alias.
-- Data messages carry aliases only (the datatype only if configured).
+- Data messages carry aliases only (the datatype only if configured). A metric whose source
+  timestamp has a sub-millisecond part (legacy readings stored in nanoseconds) carries it in
+  the ``tsNanos`` property (UInt32, 0–999999): the exact time is ``timestamp`` ms + that.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ from core.sparkplug import (
 
 Clock = Callable[[], int]
 """Returns the current time as epoch milliseconds."""
+
+
+def _ts_nanos(ns: int) -> dict[str, PropertyValue]:
+    if not 0 <= ns < 1_000_000:
+        raise ValueError(f"sub-millisecond part {ns} ns is outside 0..999999")
+    return {conventions.PROP_TS_NANOS: PropertyValue(DataType.UInt32, ns)}
 
 
 class MetricDef(msgspec.Struct, frozen=True):
@@ -175,16 +183,17 @@ class EdgeNodeSession:
     def data(
         self,
         device: str,
-        samples: Iterable[tuple[int, int, object]],
+        samples: Iterable[tuple[int, int, object, int]],
         *,
         historical: bool,
         batch: int | None = None,
     ) -> Outgoing:
-        """NDATA (``device == ""``) or DDATA of (alias, timestamp ms, value) samples."""
+        """NDATA (``device == ""``) or DDATA of (alias, timestamp ms, value, ns) samples, where
+        ``ns`` is the timestamp's sub-millisecond part (0 for nearly every sample)."""
         with_type = self._datatype_in_data
         defs = self._defs
         metrics = []
-        for alias, ts, value in samples:
+        for alias, ts, value, ns in samples:
             metrics.append(
                 Metric(
                     alias=alias,
@@ -193,6 +202,7 @@ class EdgeNodeSession:
                     value=value,
                     is_null=value is None,
                     is_historical=historical,
+                    properties=_ts_nanos(ns) if ns else None,
                 )
             )
         payload = Payload(

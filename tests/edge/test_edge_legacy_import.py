@@ -23,11 +23,11 @@ import pytest
 
 from core import conventions
 from core.sparkplug import DataType, decode_payload
+from core.sparkplug.session import EdgeNodeSession, MetricDef
 from edge.__main__ import main
 from edge.config import AgentConfig, parse_config
 from edge.legacy import BATCH_SAMPLES, FORMAT, HandoffError, import_handoff
 from edge.queue import PendingSample, QueueFullError, StoreAndForwardQueue
-from edge.session import EdgeNodeSession, MetricDef
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 NOW_NS = 1_700_100_000 * 10**9  # 2023-11-16, the tests' clock

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from core import conventions
 from core.sparkplug import DataType, Metric, Payload, PropertyValue, encode_payload
-from edge.session import EdgeNodeSession, MetricDef
+from core.sparkplug.session import EdgeNodeSession, MetricDef
 from ingest.pipeline import MessageProcessor
 
 NOW_MS = 1_700_100_000_000

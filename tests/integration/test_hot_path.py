@@ -189,10 +189,11 @@ async def test_views_current_values_and_kpis(
             session.will(0)
             for out in (session.nbirth({}), session.dbirth(DEVICE, {})):
                 await pub.publish(str(out.topic), out.payload)
-            by_message: dict[tuple[int, bool], list[tuple[int, int, object]]] = defaultdict(list)
+            by_message: dict[tuple[int, bool], list[tuple[int, int, object, int]]]
+            by_message = defaultdict(list)
             for ts, metric, value, historical in rows:
                 alias = session.metric(DEVICE, metric).alias
-                by_message[(ts, historical)].append((alias, ts, value))
+                by_message[(ts, historical)].append((alias, ts, value, 0))
             for i, ((_, historical), metrics) in enumerate(sorted(by_message.items())):
                 out = session.data(DEVICE, metrics, historical=historical)
                 await pub.publish(str(out.topic), out.payload)
