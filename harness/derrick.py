@@ -52,6 +52,10 @@ class EdgeSpec:
     ack_timeout_ms: int = 15000
     link_bytes_per_s: int = 12_500
     primary_host_id: str = "derrick"
+    #: False: publish births at once instead of waiting for the Primary Host's STATE.
+    wait_for_primary_host: bool = True
+    #: Put the datatype on every metric of data messages (for decoders that need it).
+    datatype_in_data: bool = False
     extra: str = ""
 
     def toml(self, mqtt_ports: Sequence[int], queue_path: Path) -> str:
@@ -64,6 +68,7 @@ class EdgeSpec:
             "[mqtt]",
             f"servers = [{servers}]",
             f"primary_host_id = {_q(self.primary_host_id)}",
+            f"wait_for_primary_host = {str(self.wait_for_primary_host).lower()}",
             "",
             "[queue]",
             f"path = {_q(str(queue_path))}",
@@ -72,6 +77,7 @@ class EdgeSpec:
             f"interval_ms = {self.publish_interval_ms}",
             f"ack_timeout_ms = {self.ack_timeout_ms}",
             f"link_bytes_per_s = {self.link_bytes_per_s}",
+            f"datatype_in_data = {str(self.datatype_in_data).lower()}",
             "",
             "[sampling]",
             f"normal_per_min = {self.normal_per_min}",

@@ -178,6 +178,26 @@ fi
 log "uv sync --frozen"
 (cd "$REPO_ROOT" && "$UV_BIN" sync --frozen --python "$PYTHON_BIN")
 
+# ---------------------------------------------------------------- Node.js interop peers
+# Independent Sparkplug implementations (Eclipse Tahu JS) for tests/interop: exact versions
+# from tests/interop/node/package-lock.json, installed with `npm ci` when node_modules is
+# missing or older than the lock. Install scripts are not run (none is needed).
+PEERS_DIR="$REPO_ROOT/tests/interop/node"
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm
+fi
+command -v node >/dev/null 2>&1 || die "node not found after install (apt-get install nodejs)"
+log "node: $(command -v node) ($(node --version)), npm $(npm --version)"
+PEERS_STAMP="$PEERS_DIR/node_modules/.package-lock.json"
+if [[ -f "$PEERS_STAMP" && ! "$PEERS_DIR/package-lock.json" -nt "$PEERS_STAMP" ]]; then
+    log "interop peers: already present ($PEERS_DIR/node_modules)"
+else
+    log "interop peers: npm ci in $PEERS_DIR"
+    (cd "$PEERS_DIR" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) \
+        || die "npm ci in $PEERS_DIR failed"
+    log "interop peers: installed"
+fi
+
 # ---------------------------------------------------------------- paths for the harness
 ENV_FILE="$DERRICK_CACHE/env"
 tmp_env="$(mktemp "$ENV_FILE.XXXXXX")"
