@@ -40,7 +40,7 @@ from core.sparkplug.session import EdgeNodeSession, MetricDef, Outgoing
 from edge.config import AgentConfig, MqttServer
 from edge.queue import Batch, PendingSample, StoreAndForwardQueue
 from edge.sampling import Deadband, SamplingPolicy
-from edge.sources.simulator import DrillingSimulator
+from edge.sources.base import PolledSource, SimulatorSource, SourceUnavailable
 from edge.status import AgentStatus, write_status
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ class EdgeAgent:
         self._replay_tokens = 0.0
         self._session: EdgeNodeSession | None = None
         self._node_published: dict[int, object] = {}
+        self._devices_online: set[str] = set()
         self._last_ack_ms: int | None = None
         self._connected_since_ms: int | None = None
         self.published_samples = 0
@@ -168,7 +169,7 @@ class EdgeAgent:
 
     async def _sample_loop(self, device_id: str) -> None:
         device = next(d for d in self._cfg.devices if d.id == device_id)
-        source = DrillingSimulator(device.seed)
+        source: PolledSource = SimulatorSource(device.seed, device.fault_file)
         sensor_tags = [s.tag for s in device.sensors]
         hot = {
             s.tag: (s.hot if s.hot is not None else tags.TAGS[s.tag].hot) for s in device.sensors
@@ -179,7 +180,16 @@ class EdgeAgent:
         while True:
             now_ms = self._clock()
             now = now_ms / 1000
-            values = source.read(sensor_tags, now)
+            try:
+                values = source.read(sensor_tags, now)
+            except SourceUnavailable as exc:
+                if device_id in self._devices_online:
+                    log.warning("device %s unavailable: %s", device_id, exc)
+                    await self._device_state(device_id, online=False)
+                await asyncio.sleep(min(5.0, self._policy.interval_s(now)))
+                continue
+            if device_id not in self._devices_online:
+                await self._device_state(device_id, online=True)
             if self._policy.observe(values, now):
                 self._mode_changed.set()
             for tag, value in values.items():
@@ -189,6 +199,28 @@ class EdgeAgent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._mode_changed.wait(), interval)
                 self._mode_changed.clear()
+
+    async def _device_state(self, device_id: str, *, online: bool) -> None:
+        """A device went away (DDEATH) or came back (DBIRTH with its current values)."""
+        async with self._pub_lock:
+            if online:
+                self._devices_online.add(device_id)
+            else:
+                self._devices_online.discard(device_id)
+            client = self._client
+            if client is None or not self._live:
+                return
+            if online:
+                # Data committed while it was away follows its DBIRTH: commit it first.
+                out = self.session.dbirth(device_id, self._current)
+                log.info("device %s back: DBIRTH", device_id)
+            else:
+                out = self.session.ddeath(device_id)
+                log.info("device %s gone: DDEATH", device_id)
+            try:
+                await client.publish(str(out.topic), out.payload, qos=0, retain=False)
+            except aiomqtt.MqttError as exc:
+                log.info("device state not published: %s", exc)
 
     # -- committing and publishing -------------------------------------------------------
 
@@ -244,6 +276,7 @@ class EdgeAgent:
             now_ms=self._clock(),
             resend_after_ms=pub.ack_timeout_ms,
             max_samples=max_samples,
+            devices=frozenset(self._devices_online),
         )
         due = [b for b in due if b.id not in skip]
         if due:
@@ -266,6 +299,8 @@ class EdgeAgent:
             if client is None or not self._live:
                 return 0
             for batch in batches:
+                if batch.device not in self._devices_online:
+                    continue  # after its DDEATH: sent again once the device is back
                 samples = [(s.alias, s.ts_ms, s.value, s.ns) for s in batch.samples]
                 try:
                     for start in range(0, len(samples), limit):
@@ -396,7 +431,11 @@ class EdgeAgent:
             stats = await self._db(self._queue.stats)
             values = self._node_values(stats)
             births: list[Outgoing] = [self.session.nbirth(values)]
-            births.extend(self.session.dbirth(d, self._current) for d in self.session.devices)
+            births.extend(
+                self.session.dbirth(d, self._current)
+                for d in self.session.devices
+                if d in self._devices_online
+            )
             for out in births:
                 await client.publish(str(out.topic), out.payload, qos=0, retain=False)
             await self._db(self._queue.mark_all_unsent)

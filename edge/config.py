@@ -119,6 +119,8 @@ class DeviceConfig(_Strict, kw_only=True, frozen=True):
     id: str
     source: Literal["simulator"] = "simulator"
     seed: int = 0
+    #: Simulator only: while this file exists the simulated DAQ is unreachable.
+    fault_file: Path | None = None
     sensors: Annotated[list[SensorConfig], Meta(min_length=1)]
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -303,11 +303,19 @@ class StoreAndForwardQueue:
 
     # -- reading -------------------------------------------------------------------------
 
-    def due(self, *, now_ms: int, resend_after_ms: int, max_samples: int) -> list[Batch]:
+    def due(
+        self,
+        *,
+        now_ms: int,
+        resend_after_ms: int,
+        max_samples: int,
+        devices: Collection[str] | None = None,
+    ) -> list[Batch]:
         """Unacknowledged batches due for (re)sending, oldest first, up to ``max_samples``.
 
         A batch is due if it was never sent in this session, or if it was sent more than
         ``resend_after_ms × 2^(sends-1)`` ago (capped at 16×) without being acknowledged.
+        With ``devices``, only batches of those devices (the ones currently born).
         """
         rows = self.db.execute(
             "SELECT id, device, historical, created_ms, sends, samples FROM batch "
@@ -318,6 +326,8 @@ class StoreAndForwardQueue:
         chosen: list[tuple[int, str, bool, int, int]] = []
         total = 0
         for bid, device, hist, created, sends, count in rows:
+            if devices is not None and device not in devices:
+                continue
             if chosen and total + int(count) > max_samples:
                 break
             chosen.append((int(bid), str(device), bool(hist), int(created), int(sends)))

@@ -37,6 +37,8 @@ class SimulatedDevice:
     id: str
     tags: Sequence[str] = ALL_TAGS
     seed: int = 0
+    #: While this file exists the simulated DAQ is unreachable (DDEATH, then DBIRTH).
+    fault_file: Path | None = None
 
 
 @dataclass
@@ -89,6 +91,7 @@ class EdgeSpec:
                 "[[devices]]",
                 f"id = {_q(device.id)}",
                 f"seed = {device.seed}",
+                *([f"fault_file = {_q(str(device.fault_file))}"] if device.fault_file else []),
                 "sensors = [",
             ]
             lines += [f"  {{tag = {_q(t)}, unit = {_q(UNITS[t])}}}," for t in device.tags]
