@@ -292,6 +292,7 @@ class EdgeAgent:
         if not batches:
             return 0
         limit = self._cfg.publish.max_metrics_per_message
+        compress = self._cfg.publish.compress_historical
         sent_bytes = 0
         sent_ids: list[int] = []
         async with self._pub_lock:
@@ -309,6 +310,7 @@ class EdgeAgent:
                             samples[start : start + limit],
                             historical=historical or batch.historical,
                             batch=batch.id,
+                            compress=compress and (historical or batch.historical),
                         )
                         await client.publish(str(out.topic), out.payload, qos=0, retain=False)
                         sent_bytes += len(out.payload)

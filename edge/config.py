@@ -74,6 +74,9 @@ class PublishConfig(_Strict, kw_only=True, frozen=True):
     #: How often node metrics (queue depth, ...) are published when changed, and the status
     #: file for ``derrick-edge health`` is written.
     status_interval_ms: Annotated[int, Meta(ge=100, le=600_000)] = 5000
+    #: Send historical (replayed) data DEFLATE-compressed, as Sparkplug's compressed
+    #: payloads (uuid ``SPBV1.0_COMPRESSED``); live data always goes uncompressed.
+    compress_historical: bool = True
     #: Put the datatype on every metric of data messages (spec: SHOULD NOT; some decoders need it).
     datatype_in_data: bool = False
 

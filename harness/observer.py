@@ -15,7 +15,14 @@ from collections import Counter
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from core.sparkplug import DataType, MessageType, Topic, decode_payload, parse_topic
+from core.sparkplug import (
+    DataType,
+    MessageType,
+    Topic,
+    decode_payload,
+    decompress_payload,
+    parse_topic,
+)
 
 Row = tuple[int, str, str, str, str, float]
 
@@ -98,7 +105,7 @@ class SparkplugObserver:
                 return
             self.data_times.setdefault(key, []).append(received)
             types = {a: dt for a, (_, _, dt) in aliases.items()}
-            decoded = decode_payload(payload, types)
+            decoded = decompress_payload(decode_payload(payload, types), types)
             if decoded.batch is not None:
                 self.max_batch[key] = max(self.max_batch.get(key, 0), decoded.batch)
             for m in decoded.metrics:

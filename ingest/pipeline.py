@@ -28,6 +28,7 @@ from core.sparkplug import (
     Topic,
     decode_payload,
     decode_state,
+    decompress_payload,
     parse_topic,
 )
 from ingest.nodes import MetricInfo, NodeState
@@ -154,9 +155,8 @@ class MessageProcessor:
             return Outcome()
         node = self.node(topic.group_id, topic.edge_node_id)
         try:
-            decoded = decode_payload(
-                payload, node.datatypes() if kind.value.endswith("DATA") else None
-            )
+            types = node.datatypes() if kind.value.endswith("DATA") else None
+            decoded = decompress_payload(decode_payload(payload, types), types)
         except PayloadDecodeError as exc:
             out = self._dead("malformed", topic_text, str(exc), payload)
             out.node = node

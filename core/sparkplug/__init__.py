@@ -12,6 +12,12 @@ Pure: no sockets, no MQTT client. Public API::
 """
 
 from core.sparkplug.codec import decode_payload, encode_payload
+from core.sparkplug.compression import (
+    COMPRESSED_UUID,
+    compress_payload,
+    decompress_payload,
+    is_compressed,
+)
 from core.sparkplug.datatypes import DataType, ValueKind
 from core.sparkplug.errors import (
     PayloadDecodeError,
@@ -43,6 +49,7 @@ from core.sparkplug.topic import (
 )
 
 __all__ = [
+    "COMPRESSED_UUID",
     "NAMESPACE",
     "DataSet",
     "DataType",
@@ -64,11 +71,14 @@ __all__ = [
     "Topic",
     "TopicError",
     "ValueKind",
+    "compress_payload",
     "decode_payload",
     "decode_state",
+    "decompress_payload",
     "edge_node_filter",
     "encode_payload",
     "encode_state",
+    "is_compressed",
     "namespace_filter",
     "parse_topic",
 ]

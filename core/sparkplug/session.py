@@ -31,6 +31,7 @@ from core.sparkplug import (
     Payload,
     PropertyValue,
     Topic,
+    compress_payload,
     encode_payload,
 )
 
@@ -187,9 +188,11 @@ class EdgeNodeSession:
         *,
         historical: bool,
         batch: int | None = None,
+        compress: bool = False,
     ) -> Outgoing:
         """NDATA (``device == ""``) or DDATA of (alias, timestamp ms, value, ns) samples, where
-        ``ns`` is the timestamp's sub-millisecond part (0 for nearly every sample)."""
+        ``ns`` is the timestamp's sub-millisecond part (0 for nearly every sample). With
+        ``compress`` the payload travels DEFLATE-compressed (``core.sparkplug.compression``)."""
         with_type = self._datatype_in_data
         defs = self._defs
         metrics = []
@@ -209,7 +212,12 @@ class EdgeNodeSession:
             timestamp=self._clock(), seq=self._next_seq(), metrics=metrics, batch=batch
         )
         kind = MessageType.DDATA if device else MessageType.NDATA
-        return Outgoing(self.topic(kind, device or None), encode_payload(payload, self._types))
+        data = (
+            compress_payload(payload, self._types)
+            if compress
+            else encode_payload(payload, self._types)
+        )
+        return Outgoing(self.topic(kind, device or None), data)
 
     def _birth_metric(self, m: MetricDef, value: object, now: int) -> Metric:
         props: dict[str, PropertyValue] = {}
