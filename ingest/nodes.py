@@ -73,7 +73,9 @@ class NodeState:
         self.born = False
         self.bdseq: int | None = None
         self.aliases: dict[int, MetricInfo] = {}
-        self.names: dict[tuple[str, str], int] = {}
+        #: Every metric of the births by (device, name), aliased or not (aliases are
+        #: optional in Sparkplug: a node may send data by name).
+        self.by_name: dict[tuple[str, str], MetricInfo] = {}
         self.devices_online: set[str] = set()
         self.expected_seq: int | None = None
         self.missing: dict[int, int] = {}
@@ -88,20 +90,30 @@ class NodeState:
     def datatypes(self) -> dict[int, DataType]:
         return {alias: info.datatype for alias, info in self.aliases.items()}
 
-    def on_nbirth(self, bdseq: int | None, seq: int | None, metrics: dict[int, MetricInfo]) -> None:
+    def on_nbirth(
+        self,
+        bdseq: int | None,
+        seq: int | None,
+        metrics: dict[int, MetricInfo],
+        unaliased: Iterable[MetricInfo] = (),
+    ) -> None:
         self.born = True
         self.bdseq = bdseq
         self.aliases = dict(metrics)
-        self.names = {(m.device, m.name): a for a, m in metrics.items()}
+        self.by_name = {(m.device, m.name): m for m in (*metrics.values(), *unaliased)}
         self.devices_online.clear()
         self.expected_seq = None if seq is None else (seq + 1) % 256
         self.missing.clear()
 
-    def on_dbirth(self, device: str, metrics: dict[int, MetricInfo]) -> None:
+    def on_dbirth(
+        self, device: str, metrics: dict[int, MetricInfo], unaliased: Iterable[MetricInfo] = ()
+    ) -> None:
         for alias in [a for a, m in self.aliases.items() if m.device == device]:
             del self.aliases[alias]
+        for key in [k for k in self.by_name if k[0] == device]:
+            del self.by_name[key]
         self.aliases.update(metrics)
-        self.names.update({(m.device, m.name): a for a, m in metrics.items()})
+        self.by_name.update({(m.device, m.name): m for m in (*metrics.values(), *unaliased)})
         self.devices_online.add(device)
 
     def on_death(self) -> None:

@@ -189,37 +189,47 @@ class MessageProcessor:
             return self._dead("malformed", topic_text, str(exc), payload)
         return Outcome(state=state.online)
 
-    def _birth_metrics(self, device: str, metrics: list[Metric]) -> dict[int, MetricInfo]:
+    def _birth_metrics(
+        self, device: str, metrics: list[Metric]
+    ) -> tuple[dict[int, MetricInfo], list[MetricInfo]]:
+        """The birth's metrics: those with an alias by alias, and those without one."""
         infos: dict[int, MetricInfo] = {}
+        unaliased: list[MetricInfo] = []
         for m in metrics:
-            if m.alias is None or m.name is None or m.datatype is None:
+            if m.name is None or m.datatype is None:
                 continue
             props = m.properties or {}
             unit = props.get(conventions.PROP_ENG_UNIT)
             hot = props.get(conventions.PROP_HOT)
-            infos[m.alias] = MetricInfo(
+            info = MetricInfo(
                 device=device,
                 name=m.name,
                 datatype=m.datatype,
                 unit=str(unit.value) if unit is not None and unit.value is not None else None,
                 hot=bool(hot.value) if hot is not None else False,
             )
-        return infos
+            if m.alias is None:
+                unaliased.append(info)
+            else:
+                infos[m.alias] = info
+        return infos, unaliased
 
-    def _catalogue(self, node: NodeState, infos: dict[int, MetricInfo]) -> list[CatalogueRow]:
+    def _catalogue(
+        self, node: NodeState, infos: dict[int, MetricInfo], unaliased: list[MetricInfo]
+    ) -> list[CatalogueRow]:
         return [
             CatalogueRow(
                 node.group_id, node.edge_node_id, i.device, i.name, i.datatype.name, i.unit, i.hot
             )
-            for i in infos.values()
+            for i in (*infos.values(), *unaliased)
         ]
 
     def _nbirth(
         self, node: NodeState, topic: Topic, p: Payload, raw: bytes, topic_text: str
     ) -> Outcome:
         bdseq = next((m.value for m in p.metrics if m.name == "bdSeq"), None)
-        infos = self._birth_metrics("", p.metrics)
-        node.on_nbirth(bdseq if isinstance(bdseq, int) else None, p.seq, infos)
+        infos, unaliased = self._birth_metrics("", p.metrics)
+        node.on_nbirth(bdseq if isinstance(bdseq, int) else None, p.seq, infos, unaliased)
         for m in p.metrics:
             if m.name == conventions.ACKED_BATCH_METRIC and isinstance(m.value, int):
                 node.frontier.advance_to(m.value)
@@ -228,9 +238,13 @@ class MessageProcessor:
             elif m.name == conventions.OLDEST_BATCH_METRIC and isinstance(m.value, int):
                 node.frontier.advance_to(m.value - 1)
         log.info(
-            "NBIRTH %s/%s bdSeq %s, %d metrics", node.group_id, node.edge_node_id, bdseq, len(infos)
+            "NBIRTH %s/%s bdSeq %s, %d metrics",
+            node.group_id,
+            node.edge_node_id,
+            bdseq,
+            len(infos) + len(unaliased),
         )
-        return Outcome(node=node, catalogue=self._catalogue(node, infos))
+        return Outcome(node=node, catalogue=self._catalogue(node, infos, unaliased))
 
     def _dbirth(
         self, node: NodeState, topic: Topic, p: Payload, raw: bytes, topic_text: str
@@ -241,12 +255,16 @@ class MessageProcessor:
             return out
         node.check_seq(p.seq, self._clock())
         device = topic.device_id or ""
-        infos = self._birth_metrics(device, p.metrics)
-        node.on_dbirth(device, infos)
+        infos, unaliased = self._birth_metrics(device, p.metrics)
+        node.on_dbirth(device, infos, unaliased)
         log.info(
-            "DBIRTH %s/%s/%s, %d metrics", node.group_id, node.edge_node_id, device, len(infos)
+            "DBIRTH %s/%s/%s, %d metrics",
+            node.group_id,
+            node.edge_node_id,
+            device,
+            len(infos) + len(unaliased),
         )
-        return Outcome(node=node, catalogue=self._catalogue(node, infos))
+        return Outcome(node=node, catalogue=self._catalogue(node, infos, unaliased))
 
     def _ndeath(self, node: NodeState, p: Payload) -> Outcome:
         bdseq = next((m.value for m in p.metrics if m.name == "bdSeq"), None)
@@ -275,8 +293,7 @@ class MessageProcessor:
         for index, m in enumerate(p.metrics):
             info = node.aliases.get(m.alias) if m.alias is not None else None
             if info is None and m.name is not None:
-                alias = node.names.get((device, m.name))
-                info = node.aliases.get(alias) if alias is not None else None
+                info = node.by_name.get((device, m.name))
             if info is None or info.device != device:
                 bad.append(f"metric {index}: unknown alias {m.alias} / name {m.name!r}")
                 out.rebirth = "unknown alias"

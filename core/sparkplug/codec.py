@@ -63,6 +63,10 @@ _has_field: Any = pb.Payload.Metric.HasField
 _which_oneof: Any = pb.Payload.Metric.WhichOneof
 
 
+_UNSIGNED_IN_INT_VALUE = frozenset({DataType.UInt8, DataType.UInt16, DataType.UInt32})
+_UNSIGNED_MAX = {DataType.UInt8: 0xFF, DataType.UInt16: 0xFFFF, DataType.UInt32: 0xFFFF_FFFF}
+
+
 def _describe(kind: str, index: int, name: object, alias: object) -> str:
     parts = []
     if name:
@@ -300,10 +304,18 @@ def _decode_metrics(
                     raise ValueError(f"a metric of datatype {datatype.name} cannot carry a value")
                 field, from_wire = spec
                 if which != field:
-                    raise ValueError(f"{datatype.name} value must be in {field}, not {which}")
-                value = getattr(metric, which)
-                if from_wire is not None:
-                    value = from_wire(value)
+                    if which == "long_value" and datatype in _UNSIGNED_IN_INT_VALUE:
+                        # Tolerated: some implementations (Tahu JS sparkplug-payload 1.0.3)
+                        # put UInt8/16/32 in long_value. Accepted when it fits the type.
+                        value = metric.long_value
+                        if value > _UNSIGNED_MAX[datatype]:
+                            raise ValueError(f"{value} is out of range for {datatype.name}")
+                    else:
+                        raise ValueError(f"{datatype.name} value must be in {field}, not {which}")
+                else:
+                    value = getattr(metric, which)
+                    if from_wire is not None:
+                        value = from_wire(value)
             is_null = metric.is_null
             if is_null and value is not None:
                 raise ValueError("is_null is set but a value is present")

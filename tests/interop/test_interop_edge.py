@@ -144,14 +144,7 @@ def _published(peer: Any) -> list[dict[str, Any]]:
     return [line for line in peer.lines() if line.get("event") == "published"]
 
 
-NAMES_ONLY_BIRTHS = pytest.mark.xfail(
-    reason="ingest keeps only aliased birth metrics (pipeline._birth_metrics), so DATA by name "
-    "of a birth without aliases is dead-lettered as 'unknown alias' and a rebirth is requested",
-    strict=True,
-)
-
-
-@pytest.mark.parametrize("mode", [pytest.param("names", marks=NAMES_ONLY_BIRTHS), "aliases"])
+@pytest.mark.parametrize("mode", ["names", "aliases"])
 @pytest.mark.tck(
     "tck-id-payloads-name-requirement",
     "tck-id-payloads-metric-datatype-value",
@@ -230,12 +223,6 @@ def test_tahu_edge_killed_then_back_with_the_same_bdseq_loses_nothing(
     assert log.count(f"NBIRTH {GROUP}/{EDGE} bdSeq 0") == 2, log[-3000:]
 
 
-@pytest.mark.xfail(
-    reason="core.sparkplug.codec rejects UInt32 in long_value ('UInt32 value must be in "
-    "int_value, not long_value') and the whole DBIRTH/DDATA is dead-lettered as malformed; "
-    "Tahu JS sparkplug-payload 1.0.3 encodes UInt32 in long_value (spec 3.0 says uint32)",
-    strict=True,
-)
 @pytest.mark.tck("tck-id-payloads-metric-datatype-value")
 def test_a_tahu_uint32_metric_lands_in_questdb(
     tmp_path: Path,
