@@ -292,7 +292,8 @@ class EdgeAgent:
         if not batches:
             return 0
         limit = self._cfg.publish.max_metrics_per_message
-        compress = self._cfg.publish.compress_historical
+        compress_hist = self._cfg.publish.compress_historical
+        compress_live = self._cfg.publish.compress_live
         sent_bytes = 0
         sent_ids: list[int] = []
         async with self._pub_lock:
@@ -310,7 +311,9 @@ class EdgeAgent:
                             samples[start : start + limit],
                             historical=historical or batch.historical,
                             batch=batch.id,
-                            compress=compress and (historical or batch.historical),
+                            compress=(
+                                compress_hist if historical or batch.historical else compress_live
+                            ),
                         )
                         await client.publish(str(out.topic), out.payload, qos=0, retain=False)
                         sent_bytes += len(out.payload)

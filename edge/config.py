@@ -77,6 +77,9 @@ class PublishConfig(_Strict, kw_only=True, frozen=True):
     #: Send historical (replayed) data DEFLATE-compressed, as Sparkplug's compressed
     #: payloads (uuid ``SPBV1.0_COMPRESSED``); live data always goes uncompressed.
     compress_historical: bool = True
+    #: Compress live data too (~40 % fewer bytes; the receiving hosts must support
+    #: Sparkplug compressed payloads, as Ignition/Cirrus Link and Derrick do).
+    compress_live: bool = False
     #: Put the datatype on every metric of data messages (spec: SHOULD NOT; some decoders need it).
     datatype_in_data: bool = False
 
