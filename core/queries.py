@@ -61,3 +61,17 @@ def rollup(view: MaterializedView) -> str:
         f"WHERE site = %(site)s AND node = %(node)s AND {ts} >= %(start)s AND {ts} < %(end)s "
         f"ORDER BY {ts}, device, metric"
     )
+
+
+def catalogue_latest(tables: TableSet) -> str:
+    """Every metric ever born, with what its newest birth said, for the registry sync.
+
+    Parameters: none. Columns: ``site, node, device, metric, datatype, unit, hot,
+    first_seen, last_seen``.
+    """
+    c = tables.catalogue
+    return (
+        f"SELECT site, node, device, metric, last(datatype) datatype, last(unit) unit, "
+        f"last(hot) hot, min({c.timestamp}) first_seen, max({c.timestamp}) last_seen "
+        f"FROM {c.name} ORDER BY site, node, device, metric"
+    )

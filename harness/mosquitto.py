@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import signal
 import socket
 import string
 import struct
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness import locate
+from harness.errors import ServiceNotRunningError
 from harness.ports import allocate_port
 from harness.service import Service
 
@@ -40,8 +42,9 @@ class Mosquitto(Service):
     """A Mosquitto broker for development and tests.
 
     ``insecure_allow_anonymous`` (default True) lets any local client connect without
-    credentials; turn it off and pass ``password_file`` to require a login. ``verbose`` logs
-    every packet (``log_type all``).
+    credentials; turn it off and pass ``password_file`` to require a login. ``acl_file``
+    (optional) limits what each user may publish and subscribe to. ``verbose`` logs every
+    packet (``log_type all``). :meth:`reload` (SIGHUP) rereads both files.
     """
 
     name = "mosquitto"
@@ -52,6 +55,7 @@ class Mosquitto(Service):
         *,
         insecure_allow_anonymous: bool = True,
         password_file: Path | None = None,
+        acl_file: Path | None = None,
         verbose: bool = False,
         startup_timeout: float = 30.0,
     ) -> None:
@@ -60,6 +64,7 @@ class Mosquitto(Service):
         super().__init__(base_dir, startup_timeout=startup_timeout, stop_timeout=10.0)
         self.insecure_allow_anonymous = insecure_allow_anonymous
         self.password_file = password_file
+        self.acl_file = acl_file
         self.verbose = verbose
         self._binary = locate.mosquitto_binary()
         self._port = 0
@@ -102,9 +107,16 @@ class Mosquitto(Service):
             port=self._port,
             allow_anonymous="true" if self.insecure_allow_anonymous else "false",
             password_file_line=password_line,
+            acl_file_line=f"acl_file {self.acl_file}" if self.acl_file else "",
             log_path=self.log_path,
             log_types="\n".join(f"log_type {kind}" for kind in log_types),
         )
+
+    def reload(self) -> None:
+        """Make the broker reread its password and ACL files (SIGHUP)."""
+        if self.pid is None:
+            raise ServiceNotRunningError("mosquitto is not running")
+        os.kill(self.pid, signal.SIGHUP)
 
     def _prepare(self) -> None:
         self.config_path.write_text(self.render_config(), encoding="utf-8")

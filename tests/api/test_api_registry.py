@@ -1,0 +1,165 @@
+"""The registry on real PostgreSQL, and provisioned MQTT credentials on a real Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import aiomqtt
+import psycopg
+import pytest
+from psycopg import sql
+
+from api import broker_auth, keys, migrate, registry
+from api.errors import MigrationError, NotFoundError, RegistryError
+from harness import Mosquitto, Postgres
+
+pytestmark = [pytest.mark.integration]
+
+
+def test_migrations_apply_once_and_are_recorded(postgres: Postgres, tmp_path: Path) -> None:
+    name = f"mig_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres.dsn_for("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = postgres.dsn_for(name)
+    first = migrate.apply(dsn)
+    assert first == [m.name for m in migrate.load()]
+    assert migrate.apply(dsn) == []  # idempotent
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT version, name FROM schema_migrations").fetchall()
+    assert [r[1] for r in rows] == first
+    # an applied migration edited afterwards is refused
+    edited = tmp_path / "migrations"
+    edited.mkdir()
+    for m in migrate.load():
+        (edited / m.name).write_text(m.sql + "\n-- edited\n", encoding="utf-8")
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        migrate.apply(dsn, edited)
+
+
+def test_keys_are_stored_hashed_and_shown_once(reg_conn: psycopg.Connection) -> None:
+    registry_tenant(reg_conn, "acme")
+    uid = registry_user(reg_conn, "acme", keys.Role.CUSTOMER_VIEWER)
+    issued = registry_key(reg_conn, uid)
+    assert "hidden" in repr(issued) and issued.plaintext not in repr(issued)
+    row = reg_conn.execute(
+        "SELECT secret_sha256 FROM api_keys WHERE key_id = %s", (issued.key_id,)
+    ).fetchone()
+    assert row is not None and keys.matches(issued.plaintext, bytes(row[0]))
+    assert issued.plaintext.encode() not in bytes(row[0])
+    assert keys.parse_key_id(issued.plaintext) == issued.key_id
+    assert keys.parse_key_id("dk_' OR 1=1 --") is None
+
+
+def registry_tenant(conn: psycopg.Connection, tenant: str) -> None:
+    registry.create_tenant(conn, tenant, tenant.title())
+
+
+def registry_user(conn: psycopg.Connection, tenant: str, role: keys.Role) -> int:
+    return registry.create_user(conn, tenant, f"{uuid.uuid4().hex[:6]}@{tenant}.example", role)
+
+
+def registry_key(conn: psycopg.Connection, user: int) -> keys.IssuedKey:
+    return registry.issue_api_key(conn, user, "test")
+
+
+def test_registry_refuses_bad_ids(reg_conn: psycopg.Connection) -> None:
+    registry_tenant(reg_conn, "acme")
+    with pytest.raises(RegistryError):
+        registry.create_site(reg_conn, "x17'; DROP TABLE sites; --", "acme")
+    with pytest.raises(RegistryError):
+        registry.create_site(reg_conn, "s017", "nobody")
+    with pytest.raises(RegistryError):
+        registry.provision(reg_conn, "s017-b1")
+    with pytest.raises(NotFoundError):
+        registry.provision(reg_conn, "s999-a001")  # site not registered
+    with pytest.raises(NotFoundError):
+        registry.retire(reg_conn, "s017-a001")
+
+
+def test_mosquitto_password_line_matches_mosquitto_format() -> None:
+    issued = broker_auth.issue("s017-a042")
+    line = broker_auth.mosquitto_password_line(issued.credential)
+    user, rest = line.split(":", 1)
+    assert user == "s017-a042"
+    _, kind, iterations, _salt, _key = rest.split("$")
+    assert (kind, int(iterations)) == ("7", broker_auth.ITERATIONS)
+    assert broker_auth.verify(issued.credential, issued.password)
+    assert not broker_auth.verify(issued.credential, issued.password + "x")
+    assert issued.password not in repr(issued)
+
+
+async def _connects(port: int, user: str, password: str) -> bool:
+    try:
+        async with aiomqtt.Client("127.0.0.1", port, username=user, password=password, timeout=5):
+            return True
+    except aiomqtt.MqttError:
+        return False
+
+
+@pytest.mark.asyncio
+async def test_provisioned_node_is_confined_to_its_topics_and_retired_node_is_locked_out(
+    reg_conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    registry_tenant(reg_conn, "acme")
+    registry.create_site(reg_conn, "s101", "acme")
+    registry.create_site(reg_conn, "s102", "acme")
+    a1 = registry.provision(reg_conn, "s101-a001")
+    a2 = registry.provision(reg_conn, "s101-a002")
+    svc = registry.create_service_account(reg_conn, "ingest")
+    files = registry.write_broker_files(reg_conn, tmp_path / "auth")
+
+    broker = Mosquitto(
+        tmp_path / "mosquitto",
+        insecure_allow_anonymous=False,
+        password_file=files["mosquitto.passwd"],
+        acl_file=files["mosquitto.acl"],
+    )
+    with broker:
+        port = broker.port
+        assert not await _connects(port, "s101-a001", a2.password)  # another node's password
+        assert not await _connects(port, "intruder", "x")
+        seen: list[str] = []
+        async with aiomqtt.Client(
+            "127.0.0.1", port, username="ingest", password=svc.password
+        ) as host:
+            await host.subscribe("spBv1.0/#")
+            async with aiomqtt.Client(
+                "127.0.0.1", port, username="s101-a001", password=a1.password
+            ) as node:
+                await node.subscribe("spBv1.0/s101/NCMD/s101-a001")
+                await node.subscribe("spBv1.0/STATE/+")
+                for topic in (
+                    "spBv1.0/s101/NDATA/s101-a002",  # a neighbour's node topic
+                    "spBv1.0/s101/DDATA/s101-a002/daq",
+                    "spBv1.0/s102/NDATA/s101-a001",  # another site
+                    "spBv1.0/STATE/derrick",  # only the Primary Host may declare STATE
+                    "spBv1.0/s101/NDATA/s101-a001",  # its own: these two arrive
+                    "spBv1.0/s101/DDATA/s101-a001/daq",
+                ):
+                    await node.publish(topic, b"x", qos=1)
+                await host.publish("spBv1.0/s101/NCMD/s101-a001", b"cmd", qos=1)
+                received = await anext(aiter(node.messages))
+                assert str(received.topic) == "spBv1.0/s101/NCMD/s101-a001"
+
+                async def collect() -> None:
+                    async for message in host.messages:
+                        seen.append(str(message.topic))
+                        if str(message.topic).endswith("/daq"):
+                            return
+
+                await asyncio.wait_for(collect(), 10)
+        assert seen == [
+            "spBv1.0/s101/NDATA/s101-a001",
+            "spBv1.0/s101/DDATA/s101-a001/daq",
+        ]
+
+        registry.retire(reg_conn, "s101-a001")
+        registry.write_broker_files(reg_conn, tmp_path / "auth")
+        broker.reload()
+        await asyncio.sleep(0.5)
+        assert not await _connects(port, "s101-a001", a1.password)
+        assert await _connects(port, "s101-a002", a2.password)
+    states = registry.appliance_states(reg_conn, ["s101-a001", "s101-a002"])
+    assert states == {"s101-a001": "retired", "s101-a002": "provisioned"}
