@@ -2,7 +2,9 @@
 
 Tasks (one ``TaskGroup``, each named):
 
-- ``sampler:<device>``: reads a device's sensors at the current mode's rate into memory;
+- ``sampler:<device>``: reads a polled device's sensors at the current mode's rate into
+  memory; for a subscribed device (OPC UA, CSV replay) runs the source, which pushes its
+  readings (source timestamps, quality) and follows the mode's sampling interval;
 - ``publisher``: every ``publish.interval_ms`` commits what was sampled (one SQLite
   transaction, one fsync), publishes the new batches live, then re-sends unacknowledged
   batches as historical data within the replay share of the link;
@@ -20,7 +22,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -37,10 +39,26 @@ from core.sparkplug import (
     decode_state,
 )
 from core.sparkplug.session import EdgeNodeSession, MetricDef, Outgoing
-from edge.config import AgentConfig, MqttServer
-from edge.queue import Batch, PendingSample, StoreAndForwardQueue
+from edge.config import (
+    AgentConfig,
+    CsvDevice,
+    DeviceConfig,
+    MqttServer,
+    OpcUaDevice,
+    SimulatorDevice,
+)
+from edge.queue import Batch, PendingSample, QueueError, StoreAndForwardQueue
 from edge.sampling import Deadband, SamplingPolicy
-from edge.sources.base import PolledSource, SimulatorSource, SourceUnavailable
+from edge.sources.base import (
+    QUALITY_GOOD,
+    PolledSource,
+    Reading,
+    SimulatorSource,
+    SourceUnavailable,
+    SubscribedSource,
+)
+from edge.sources.csv_replay import CsvReplaySource
+from edge.sources.opcua import OpcUaSource
 from edge.status import AgentStatus, write_status
 
 log = logging.getLogger(__name__)
@@ -92,6 +110,11 @@ class EdgeAgent:
         )
         self._policy = SamplingPolicy(cfg)
         self._pending: dict[str, list[PendingSample]] = {d.id: [] for d in cfg.devices}
+        self._historical_devices = {
+            d.id for d in cfg.devices if isinstance(d, CsvDevice) and d.historical
+        }
+        #: Values a subscribed source delivered that were not good (quality != 192).
+        self.not_good_readings = 0
         self._current: dict[int, object] = {}
         self._client: aiomqtt.Client | None = None
         self._live = False
@@ -102,6 +125,8 @@ class EdgeAgent:
         self._session: EdgeNodeSession | None = None
         self._node_published: dict[int, object] = {}
         self._devices_online: set[str] = set()
+        self._ack_to_apply = 0
+        self._ack_applied = 0
         self._last_ack_ms: int | None = None
         self._connected_since_ms: int | None = None
         self.published_samples = 0
@@ -130,8 +155,14 @@ class EdgeAgent:
             )
             async with asyncio.TaskGroup() as tg:
                 for device in self._cfg.devices:
-                    tg.create_task(self._sample_loop(device.id), name=f"sampler:{device.id}")
+                    runner = (
+                        self._subscribe_loop(device)
+                        if isinstance(device, OpcUaDevice | CsvDevice)
+                        else self._sample_loop(device.id)
+                    )
+                    tg.create_task(runner, name=f"sampler:{device.id}")
                 tg.create_task(self._publish_loop(), name="publisher")
+                tg.create_task(self._replay_loop(), name="replayer")
                 tg.create_task(self._mqtt_loop(), name="mqtt")
         finally:
             with contextlib.suppress(Exception):
@@ -167,8 +198,38 @@ class EdgeAgent:
 
     # -- sampling ------------------------------------------------------------------------
 
+    def subscribed_source(self, device: OpcUaDevice | CsvDevice) -> SubscribedSource:
+        if isinstance(device, OpcUaDevice):
+            return OpcUaSource(device, publishing_interval_ms=self._cfg.publish.interval_ms)
+        return CsvReplaySource(device)
+
+    async def _subscribe_loop(self, device: OpcUaDevice | CsvDevice) -> None:
+        source = self.subscribed_source(device)
+        await source.run(_DeviceSink(self, device))
+        log.info("device %s: %r finished", device.id, source)
+
+    def _deliver(
+        self, device: DeviceConfig, deadband: Deadband, readings: Sequence[Reading]
+    ) -> None:
+        """Readings a subscribed source pushed: alarm rules, deadband, pending samples."""
+        pending = self._pending[device.id]
+        good = {
+            r.tag: r.value for r in readings if r.quality == QUALITY_GOOD and r.value is not None
+        }
+        if good and self._policy.observe(good, readings[-1].ts_ms / 1000):
+            self._mode_changed.set()
+        for r in readings:
+            metric = self.session.metric(device.id, r.tag)
+            if r.quality != QUALITY_GOOD:
+                self.not_good_readings += 1
+            elif r.value is not None and not deadband.keep(r.tag, r.value, r.ts_ms / 1000):
+                continue
+            hot = bool(metric.hot)
+            pending.append(PendingSample(metric.alias, r.ts_ms, r.value, hot, quality=r.quality))
+
     async def _sample_loop(self, device_id: str) -> None:
         device = next(d for d in self._cfg.devices if d.id == device_id)
+        assert isinstance(device, SimulatorDevice)
         source: PolledSource = SimulatorSource(device.seed, device.fault_file)
         sensor_tags = [s.tag for s in device.sensors]
         hot = {
@@ -236,7 +297,14 @@ class EdgeAgent:
         taken = self._take_pending()
         if not taken:
             return []
-        batches = await self._db(self._queue.commit, taken, now_ms=self._clock())
+        live = {d: s for d, s in taken.items() if d not in self._historical_devices}
+        replayed = {d: s for d, s in taken.items() if d in self._historical_devices}
+        batches: list[Batch] = []
+        for part, historical in ((live, False), (replayed, True)):
+            if part:
+                batches += await self._db(
+                    self._queue.commit, part, now_ms=self._clock(), historical=historical
+                )
         for samples in taken.values():
             for s in samples:
                 self._current[s.alias] = s.value
@@ -246,42 +314,69 @@ class EdgeAgent:
         await self._commit()
 
     async def _publish_loop(self) -> None:
+        """Every interval, on an absolute schedule: commit, then publish the new batches live."""
+        loop = asyncio.get_running_loop()
         interval = self._cfg.publish.interval_ms / 1000
         status_every = max(1, round(self._cfg.publish.status_interval_ms / 1000 / interval))
         tick = 0
+        next_tick = loop.time()
         while True:
-            await asyncio.sleep(interval)
+            next_tick += interval
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            if loop.time() - next_tick > interval:
+                next_tick = loop.time()  # fell behind (a long commit): do not burst to catch up
             tick += 1
             if tick % status_every == 0:
                 await self._status()
             new = await self._commit()
-            if not self._live:
+            if self._live:
+                now = self._clock()
+                live = [b for b in new if now - b.created_ms <= self._cfg.publish.live_window_ms]
+                await self._send_batches(live, historical=False)
+            await self._apply_ack()
+
+    async def _apply_ack(self) -> None:
+        """Drop what the Primary Host acknowledged since the last interval (one transaction)."""
+        upto = self._ack_to_apply
+        if upto <= self._ack_applied:
+            return
+        self._ack_applied = upto
+        try:
+            removed = await self._db(self._queue.ack, upto)
+        except QueueError as exc:
+            log.warning("refused acknowledgement %s: %s", upto, exc)
+            return
+        self._last_ack_ms = self._clock()
+        log.debug("acknowledged through batch %d: %d samples", upto, removed)
+
+    async def _replay_loop(self) -> None:
+        """Re-send unacknowledged batches (historical) within the link's replay share.
+
+        Its own task, so that loading and compressing large historical batches never delays
+        live data; only batches older than the live window are taken (newer ones are the live
+        publisher's), oldest first.
+        """
+        pub = self._cfg.publish
+        interval = pub.interval_ms / 1000
+        budget = pub.link_bytes_per_s * pub.replay_share * interval
+        while True:
+            await asyncio.sleep(interval)
+            # A token bucket that never holds more than one interval's share: replay never
+            # bursts ahead of live data; what a large batch overspends is paid back first.
+            self._replay_tokens = min(self._replay_tokens + budget, budget)
+            if not self._live or self._replay_tokens <= 0:
                 continue
             now = self._clock()
-            live = [b for b in new if now - b.created_ms <= self._cfg.publish.live_window_ms]
-            await self._send_batches(live, historical=False)
-            await self._replay(skip={b.id for b in live})
-
-    async def _replay(self, *, skip: set[int]) -> None:
-        pub = self._cfg.publish
-        budget = pub.link_bytes_per_s * pub.replay_share * pub.interval_ms / 1000
-        # A token bucket that never holds more than one interval's share: replay never
-        # bursts ahead of live data; what a large batch overspends is paid back first.
-        self._replay_tokens = min(self._replay_tokens + budget, budget)
-        if self._replay_tokens <= 0:
-            return
-        max_samples = max(1, int(self._replay_tokens / _REPLAY_BYTES_PER_SAMPLE))
-        due = await self._db(
-            self._queue.due,
-            now_ms=self._clock(),
-            resend_after_ms=pub.ack_timeout_ms,
-            max_samples=max_samples,
-            devices=frozenset(self._devices_online),
-        )
-        due = [b for b in due if b.id not in skip]
-        if due:
-            spent = await self._send_batches(due, historical=True)
-            self._replay_tokens -= spent
+            due = await self._db(
+                self._queue.due,
+                now_ms=now,
+                resend_after_ms=pub.ack_timeout_ms,
+                max_samples=max(1, int(self._replay_tokens / _REPLAY_BYTES_PER_SAMPLE)),
+                devices=frozenset(self._devices_online),
+                created_before_ms=now - pub.live_window_ms,
+            )
+            if due:
+                self._replay_tokens -= await self._send_batches(due, historical=True)
 
     async def _send_batches(self, batches: list[Batch], *, historical: bool) -> int:
         """Publish batches, one data message each, oldest first; returns bytes sent.
@@ -296,14 +391,16 @@ class EdgeAgent:
         compress_live = self._cfg.publish.compress_live
         sent_bytes = 0
         sent_ids: list[int] = []
-        async with self._pub_lock:
-            client = self._client
-            if client is None or not self._live:
-                return 0
-            for batch in batches:
-                if batch.device not in self._devices_online:
-                    continue  # after its DDEATH: sent again once the device is back
-                samples = [(s.alias, s.ts_ms, s.value, s.ns) for s in batch.samples]
+        for batch in batches:
+            if batch.device not in self._devices_online:
+                continue  # after its DDEATH: sent again once the device is back
+            samples = [(s.alias, s.ts_ms, s.value, s.ns, s.quality) for s in batch.samples]
+            compress = compress_hist if historical or batch.historical else compress_live
+            # One batch at a time under the lock: live data can slip in between replayed ones.
+            async with self._pub_lock:
+                client = self._client
+                if client is None or not self._live:
+                    break
                 try:
                     for start in range(0, len(samples), limit):
                         out = self.session.data(
@@ -311,17 +408,15 @@ class EdgeAgent:
                             samples[start : start + limit],
                             historical=historical or batch.historical,
                             batch=batch.id,
-                            compress=(
-                                compress_hist if historical or batch.historical else compress_live
-                            ),
+                            compress=compress,
                         )
                         await client.publish(str(out.topic), out.payload, qos=0, retain=False)
                         sent_bytes += len(out.payload)
                 except aiomqtt.MqttError as exc:
                     log.info("publish failed, batches stay queued: %s", exc)
                     break
-                sent_ids.append(batch.id)
-                self.published_samples += len(samples)
+            sent_ids.append(batch.id)
+            self.published_samples += len(samples)
         if sent_ids:
             await self._db(self._queue.mark_sent, sent_ids, now_ms=self._clock())
         return sent_bytes
@@ -495,13 +590,9 @@ class EdgeAgent:
                 log.info("rebirth requested")
                 await self._birth()
             elif name == conventions.ACKED_BATCH_METRIC and isinstance(metric.value, int):
-                try:
-                    removed = await self._db(self._queue.ack, metric.value)
-                except Exception as exc:
-                    log.warning("refused acknowledgement %s: %s", metric.value, exc)
-                else:
-                    self._last_ack_ms = self._clock()
-                    log.debug("acknowledged through batch %d: %d samples", metric.value, removed)
+                # Applied by the publisher once per interval: deleting acknowledged batches
+                # is one transaction however many acknowledgements arrived meanwhile.
+                self._ack_to_apply = max(self._ack_to_apply, metric.value)
             elif name == conventions.ALARM_COMMAND_METRIC and isinstance(metric.value, bool):
                 self._policy.commanded_alarm = metric.value
                 self._mode_changed.set()
@@ -525,3 +616,27 @@ class EdgeAgent:
                 await self._birth()
         elif self._live:
             raise _HostOffline
+
+
+class _DeviceSink:
+    """Where a subscribed source of one device delivers: the agent's pending samples."""
+
+    def __init__(self, agent: EdgeAgent, device: OpcUaDevice | CsvDevice) -> None:
+        self._agent = agent
+        self._device = device
+        self._deadband = Deadband(
+            {s.tag: s.deadband for s in device.sensors}, agent._cfg.max_silence_s
+        )
+
+    def deliver(self, readings: Sequence[Reading]) -> None:
+        if readings:
+            self._agent._deliver(self._device, self._deadband, readings)
+
+    async def online(self, up: bool) -> None:
+        if up != (self._device.id in self._agent._devices_online):
+            if not up:
+                log.warning("device %s unavailable", self._device.id)
+            await self._agent._device_state(self._device.id, online=up)
+
+    def interval_s(self) -> float:
+        return self._agent._policy.interval_s(self._agent._clock() / 1000)

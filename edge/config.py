@@ -105,8 +105,12 @@ class SensorConfig(_Strict, kw_only=True, frozen=True):
     tag: str
     unit: str
     hot: bool | None = None
-    #: Local DAQ channel (0–31); OPC UA node ids come with the OPC UA source.
+    #: Local DAQ channel (0–31) of a simulator/DAQ device.
     channel: Annotated[int, Meta(ge=0, le=31)] | None = None
+    #: OPC UA device: the node id read for this tag (``ns=2;s=Rig.WOB``).
+    node_id: str | None = None
+    #: CSV replay device: the column holding this tag (default: the tag itself).
+    column: str | None = None
     #: Report by exception: a value within this of the last published one is skipped
     #: (at most ``max_silence_s`` of silence).
     deadband: Annotated[float, Meta(ge=0)] = 0.0
@@ -121,13 +125,57 @@ class HealthConfig(_Strict, kw_only=True, frozen=True):
     max_unacked_age_s: Annotated[float, Meta(gt=0)] = 300.0
 
 
-class DeviceConfig(_Strict, kw_only=True, frozen=True):
+class _DeviceBase(_Strict, kw_only=True, frozen=True, tag_field="source"):
     id: str
-    source: Literal["simulator"] = "simulator"
-    seed: int = 0
-    #: Simulator only: while this file exists the simulated DAQ is unreachable.
-    fault_file: Path | None = None
     sensors: Annotated[list[SensorConfig], Meta(min_length=1)]
+
+
+class SimulatorDevice(_DeviceBase, kw_only=True, frozen=True, tag="simulator"):
+    """Local channels read from the drilling-rig simulator (the default ``source``)."""
+
+    seed: int = 0
+    #: While this file exists the simulated DAQ is unreachable.
+    fault_file: Path | None = None
+
+
+class OpcUaDevice(_DeviceBase, kw_only=True, frozen=True, tag="opcua"):
+    """One OPC UA server: every sensor names its ``node_id``; values come by subscription
+    (monitored items, data change), with the server's source timestamps and status."""
+
+    endpoint: str
+    #: ``None``, or ``SignAndEncrypt`` with the ``policy`` below and certificates.
+    security: Literal["None", "SignAndEncrypt"] = "None"
+    policy: Literal["Basic256Sha256"] = "Basic256Sha256"
+    #: Our application instance certificate and key (PEM or DER) and the server's
+    #: certificate (trusted explicitly), for ``SignAndEncrypt``.
+    certificate: Path | None = None
+    private_key: Path | None = None
+    server_certificate: Path | None = None
+    #: The application URI in our certificate (its subjectAltName URI).
+    application_uri: str = "urn:derrick:edge"
+    request_timeout_s: Annotated[float, Meta(gt=0)] = 4.0
+    #: Reconnect backoff after the server went away.
+    reconnect_min_s: Annotated[float, Meta(gt=0)] = 0.5
+    reconnect_max_s: Annotated[float, Meta(gt=0)] = 10.0
+    #: No notification for this long and a failed status read: the server is gone.
+    watchdog_s: Annotated[float, Meta(gt=0)] = 5.0
+
+
+class CsvDevice(_DeviceBase, kw_only=True, frozen=True, tag="csv"):
+    """Replays a drilling CSV (a header of sensor columns, one row per time step)."""
+
+    path: Path
+    #: Column with each row's time (ISO 8601, or epoch seconds/milliseconds); without one
+    #: rows are ``row_interval_s`` apart, starting when the replay starts.
+    time_column: str | None = "time"
+    row_interval_s: Annotated[float, Meta(gt=0)] = 1.0
+    #: 1.0 replays in real time, 10.0 ten times faster; 0 as fast as the queue takes it.
+    speed: Annotated[float, Meta(ge=0)] = 1.0
+    #: Mark the replayed readings as historical data (Sparkplug ``is_historical``).
+    historical: bool = True
+
+
+DeviceConfig = SimulatorDevice | OpcUaDevice | CsvDevice
 
 
 class AgentConfig(_Strict, kw_only=True, frozen=True):
@@ -163,6 +211,8 @@ def _check_semantics(cfg: AgentConfig) -> None:
         seen_tags: set[str] = set()
         for s_index, sensor in enumerate(device.sensors):
             at = f"{where}.sensors[{s_index}]"
+            if isinstance(device, OpcUaDevice) and not sensor.node_id:
+                raise ConfigError(f"an OPC UA sensor needs a node_id - at `{at}.node_id`")
             spec = tags.TAGS.get(sensor.tag)
             if spec is None:
                 raise ConfigError(f"unknown tag {sensor.tag!r} - at `{at}.tag`")
@@ -173,6 +223,10 @@ def _check_semantics(cfg: AgentConfig) -> None:
             if sensor.tag in seen_tags:
                 raise ConfigError(f"tag {sensor.tag} appears twice - at `{at}.tag`")
             seen_tags.add(sensor.tag)
+        if isinstance(device, OpcUaDevice) and device.security == "SignAndEncrypt":
+            for key in ("certificate", "private_key", "server_certificate"):
+                if getattr(device, key) is None:
+                    raise ConfigError(f"SignAndEncrypt needs {key} - at `{where}.{key}`")
     all_tags = {s.tag for d in cfg.devices for s in d.sensors}
     for r_index, rule in enumerate(cfg.alarms):
         if rule.tag not in all_tags:
@@ -190,11 +244,18 @@ def _dec_hook(type_: type, obj: object) -> object:
 def parse_config(text: bytes | str, *, source: str = "<config>") -> AgentConfig:
     """Decode and validate a TOML configuration; errors say what and where."""
     try:
-        cfg = msgspec.toml.decode(text, type=AgentConfig, dec_hook=_dec_hook)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
+        raw = msgspec.toml.decode(text)
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    if isinstance(raw, dict) and isinstance(raw.get("devices"), list):
+        # ``source`` tags the device union; configs from before it existed mean the simulator.
+        for device in raw["devices"]:
+            if isinstance(device, dict):
+                device.setdefault("source", "simulator")
+    try:
+        cfg = msgspec.convert(raw, type=AgentConfig, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
     try:
         _check_semantics(cfg)
     except ConfigError as exc:

@@ -15,6 +15,7 @@ Schema:
   whether it is historical, when it was created and last sent, how often.
 - ``sample``: the readings, each in exactly one batch; ``ns`` is the sub-millisecond part
   (0–999999 ns) of the timestamp, non-zero only for legacy readings stored in nanoseconds.
+  ``quality`` is the source's Sparkplug quality (192 good, 500 stale, 0 bad; OPC UA status).
 - ``meta``: bdSeq, the acknowledged batch number, evictions.
 - ``handoff``: legacy hand-off files already imported (owned by ``edge.legacy``).
 
@@ -60,7 +61,8 @@ CREATE TABLE IF NOT EXISTS sample (
     metric INTEGER NOT NULL,
     ts_ms INTEGER NOT NULL,
     value,
-    ns INTEGER NOT NULL DEFAULT 0
+    ns INTEGER NOT NULL DEFAULT 0,
+    quality INTEGER NOT NULL DEFAULT 192
 );
 CREATE INDEX IF NOT EXISTS sample_by_batch ON sample (batch);
 """
@@ -87,6 +89,8 @@ class PendingSample(msgspec.Struct, frozen=True, gc=False, array_like=True):
     value: object
     hot: bool = False
     ns: int = 0
+    #: Sparkplug quality of the source's value (192 good, 500 stale, 0 bad).
+    quality: int = 192
 
 
 class Sample(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -96,6 +100,7 @@ class Sample(msgspec.Struct, frozen=True, gc=False, array_like=True):
     ts_ms: int
     value: object
     ns: int = 0
+    quality: int = 192
 
 
 class Batch(msgspec.Struct, frozen=True, gc=False):
@@ -150,6 +155,8 @@ class StoreAndForwardQueue:
             columns = {row[1] for row in db.execute("PRAGMA table_info(sample)")}
             if "ns" not in columns:  # a queue created before the column existed
                 db.execute("ALTER TABLE sample ADD COLUMN ns INTEGER NOT NULL DEFAULT 0")
+            if "quality" not in columns:
+                db.execute("ALTER TABLE sample ADD COLUMN quality INTEGER NOT NULL DEFAULT 192")
         except sqlite3.Error as exc:
             raise QueueError(f"cannot open queue {self._path}: {exc}") from exc
         self._db = db
@@ -245,8 +252,9 @@ class StoreAndForwardQueue:
                 batch_id = cur.lastrowid
                 assert batch_id is not None
                 self.db.executemany(
-                    "INSERT INTO sample (batch, metric, ts_ms, value, ns) VALUES (?, ?, ?, ?, ?)",
-                    [(batch_id, s.alias, s.ts_ms, s.value, s.ns) for s in pending],
+                    "INSERT INTO sample (batch, metric, ts_ms, value, ns, quality) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(batch_id, s.alias, s.ts_ms, s.value, s.ns, s.quality) for s in pending],
                 )
                 batches.append(
                     Batch(
@@ -255,7 +263,9 @@ class StoreAndForwardQueue:
                         historical=historical,
                         created_ms=now_ms,
                         sends=0,
-                        samples=[Sample(s.alias, s.ts_ms, s.value, s.ns) for s in pending],
+                        samples=[
+                            Sample(s.alias, s.ts_ms, s.value, s.ns, s.quality) for s in pending
+                        ],
                     )
                 )
             if not evict and self._used_bytes() > self._max_bytes:
@@ -310,12 +320,14 @@ class StoreAndForwardQueue:
         resend_after_ms: int,
         max_samples: int,
         devices: Collection[str] | None = None,
+        created_before_ms: int | None = None,
     ) -> list[Batch]:
         """Unacknowledged batches due for (re)sending, oldest first, up to ``max_samples``.
 
         A batch is due if it was never sent in this session, or if it was sent more than
         ``resend_after_ms × 2^(sends-1)`` ago (capped at 16×) without being acknowledged.
-        With ``devices``, only batches of those devices (the ones currently born).
+        With ``devices``, only batches of those devices (the ones currently born); with
+        ``created_before_ms``, only batches committed before then.
         """
         rows = self.db.execute(
             "SELECT id, device, historical, created_ms, sends, samples FROM batch "
@@ -327,6 +339,8 @@ class StoreAndForwardQueue:
         total = 0
         for bid, device, hist, created, sends, count in rows:
             if devices is not None and device not in devices:
+                continue
+            if created_before_ms is not None and int(created) >= created_before_ms:
                 continue
             if chosen and total + int(count) > max_samples:
                 break
@@ -346,10 +360,10 @@ class StoreAndForwardQueue:
 
     def _samples(self, batch_id: int) -> list[Sample]:
         rows = self.db.execute(
-            "SELECT metric, ts_ms, value, ns FROM sample WHERE batch = ? ORDER BY rowid",
+            "SELECT metric, ts_ms, value, ns, quality FROM sample WHERE batch = ? ORDER BY rowid",
             (batch_id,),
         )
-        return [Sample(int(a), int(t), v, int(n)) for a, t, v, n in rows]
+        return [Sample(int(a), int(t), v, int(n), int(q)) for a, t, v, n, q in rows]
 
     def stats(self) -> QueueStats:
         batches, samples, oldest_ms, oldest, newest = self.db.execute(

@@ -12,9 +12,11 @@ Rules kept here (Sparkplug B 3.0):
   one, wrapping after 255, across the node and all its devices.
 - Births carry every metric with name, alias, datatype, current value (or ``is_null``) and
   properties (engineering unit, hot flag); ``Node Control/Rebirth`` has no alias.
-- Data messages carry aliases only (the datatype only if configured). A metric whose source
-  timestamp has a sub-millisecond part (legacy readings stored in nanoseconds) carries it in
-  the ``tsNanos`` property (UInt32, 0–999999): the exact time is ``timestamp`` ms + that.
+- Data messages carry aliases only (the datatype only if configured); a value whose source
+  reported it not good carries the ``Quality`` property (Int32: 500 stale, 0 bad). A metric
+  whose source timestamp has a sub-millisecond part (legacy readings stored in nanoseconds)
+  carries it in the ``tsNanos`` property (UInt32, 0–999999): the exact time is
+  ``timestamp`` ms + that.
 """
 
 from __future__ import annotations
@@ -39,10 +41,24 @@ Clock = Callable[[], int]
 """Returns the current time as epoch milliseconds."""
 
 
-def _ts_nanos(ns: int) -> dict[str, PropertyValue]:
-    if not 0 <= ns < 1_000_000:
-        raise ValueError(f"sub-millisecond part {ns} ns is outside 0..999999")
-    return {conventions.PROP_TS_NANOS: PropertyValue(DataType.UInt32, ns)}
+#: Sparkplug ``Quality`` of a good value: data metrics carry the property only when not good.
+QUALITY_GOOD = 192
+
+#: A data sample: (alias, timestamp ms, value, sub-ms ns) or with a 5th item, its quality.
+DataSample = tuple[int, int, object, int] | tuple[int, int, object, int, int]
+
+
+def _data_properties(ns: int, quality: int) -> dict[str, PropertyValue] | None:
+    if not ns and quality == QUALITY_GOOD:
+        return None
+    props: dict[str, PropertyValue] = {}
+    if ns:
+        if not 0 <= ns < 1_000_000:
+            raise ValueError(f"sub-millisecond part {ns} ns is outside 0..999999")
+        props[conventions.PROP_TS_NANOS] = PropertyValue(DataType.UInt32, ns)
+    if quality != QUALITY_GOOD:
+        props[conventions.PROP_QUALITY] = PropertyValue(DataType.Int32, quality)
+    return props
 
 
 class MetricDef(msgspec.Struct, frozen=True):
@@ -184,19 +200,23 @@ class EdgeNodeSession:
     def data(
         self,
         device: str,
-        samples: Iterable[tuple[int, int, object, int]],
+        samples: Iterable[DataSample],
         *,
         historical: bool,
         batch: int | None = None,
         compress: bool = False,
     ) -> Outgoing:
-        """NDATA (``device == ""``) or DDATA of (alias, timestamp ms, value, ns) samples, where
-        ``ns`` is the timestamp's sub-millisecond part (0 for nearly every sample). With
+        """NDATA (``device == ""``) or DDATA of (alias, timestamp ms, value, ns[, quality])
+        samples, where ``ns`` is the timestamp's sub-millisecond part (0 for nearly every
+        sample) and ``quality`` the source's Sparkplug quality (``Quality`` property, sent
+        only when not 192 = good). With
         ``compress`` the payload travels DEFLATE-compressed (``core.sparkplug.compression``)."""
         with_type = self._datatype_in_data
         defs = self._defs
         metrics = []
-        for alias, ts, value, ns in samples:
+        for sample in samples:
+            alias, ts, value, ns = sample[0], sample[1], sample[2], sample[3]
+            quality = sample[4] if len(sample) == 5 else QUALITY_GOOD
             metrics.append(
                 Metric(
                     alias=alias,
@@ -205,7 +225,7 @@ class EdgeNodeSession:
                     value=value,
                     is_null=value is None,
                     is_historical=historical,
-                    properties=_ts_nanos(ns) if ns else None,
+                    properties=_data_properties(ns, quality),
                 )
             )
         payload = Payload(
