@@ -63,7 +63,10 @@ SERVICES = {
     "4": ("systemd", "cdd-edge4"),
 }
 #: The new release's own paths (removed on rollback).
-AGENT_PATHS = ("etc/derrick", "var/lib/derrick", "opt/derrick", "var/log/derrick")
+AGENT_PATHS = (
+    "etc/derrick", "var/lib/derrick", "opt/derrick", "var/log/derrick", "run/derrick-edge.pid",
+    "etc/systemd/system/derrick-edge.service", "etc/init.d/derrick-edge",
+)  # fmt: skip
 STATE_FILE = "var/lib/derrick/state.json"
 AGENT_CONFIG = "etc/derrick/agent.toml"
 SOURCES_FILE = "etc/derrick/legacy-sources.json"
