@@ -50,6 +50,8 @@ class SparkplugObserver:
         self.max_batch: dict[tuple[str, str], int] = {}
         #: (receive time, metric timestamp) in epoch ms for live (non-historical) data metrics.
         self.live_delays: list[tuple[int, int]] = []
+        #: (receive time, payload timestamp = when the edge published) of live data messages.
+        self.live_transport: list[tuple[int, int]] = []
         #: Receive times (epoch ms) of data messages per (group, node), and of NDEATHs.
         self.data_times: dict[tuple[str, str], list[int]] = {}
         self.death_times: dict[tuple[str, str], list[int]] = {}
@@ -108,6 +110,8 @@ class SparkplugObserver:
             decoded = decompress_payload(decode_payload(payload, types), types)
             if decoded.batch is not None:
                 self.max_batch[key] = max(self.max_batch.get(key, 0), decoded.batch)
+            if decoded.metrics and not decoded.metrics[0].is_historical and decoded.timestamp:
+                self.live_transport.append((received, decoded.timestamp))
             for m in decoded.metrics:
                 if m.alias not in aliases:
                     self.errors.append(f"{topic_text}: unknown alias {m.alias}")

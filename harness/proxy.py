@@ -8,12 +8,18 @@ refuses new ones until ``restore()``, like a site's VPN going down.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import os
+import signal
 import socket
+import sys
 import threading
 import time
+from pathlib import Path
 
 from harness.ports import LOOPBACK
+from harness.process import ManagedProcess
 
 
 class _Bucket:
@@ -125,3 +131,66 @@ class ThrottledProxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m harness.proxy --listen PORT --target PORT [--rate B/s]``: run a proxy in its
+    own process (no GIL shared with the test); SIGUSR1 cuts the link, SIGUSR2 restores it."""
+    parser = argparse.ArgumentParser(prog="python -m harness.proxy")
+    parser.add_argument("--target", type=int, required=True)
+    parser.add_argument("--rate", type=float)
+    parser.add_argument("--port-file", type=str, required=True)
+    args = parser.parse_args(argv)
+    proxy = ThrottledProxy(args.target, args.rate)
+    signal.signal(signal.SIGUSR1, lambda *_: proxy.cut())
+    signal.signal(signal.SIGUSR2, lambda *_: proxy.restore())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    tmp = args.port_file + ".tmp"
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(str(proxy.port))
+    os.replace(tmp, args.port_file)
+    stop.wait()
+    proxy.close()
+    return 0
+
+
+class ProxyProcess:
+    """A :class:`ThrottledProxy` in a child process (``python -m harness.proxy``)."""
+
+    def __init__(self, base_dir: Path, target_port: int, bytes_per_s: float | None = None) -> None:
+        base_dir.mkdir(parents=True, exist_ok=True)
+        self._port_file = base_dir / "proxy.port"
+        argv = [sys.executable, "-m", "harness.proxy", "--target", str(target_port),
+                "--port-file", str(self._port_file)]  # fmt: skip
+        if bytes_per_s:
+            argv += ["--rate", str(bytes_per_s)]
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.process = ManagedProcess("proxy", argv, log_path=base_dir / "proxy.log", env=env)
+        self.port = 0
+
+    def __enter__(self) -> ProxyProcess:
+        self.process.start()
+        deadline = time.monotonic() + 30
+        while not self._port_file.exists():
+            if time.monotonic() > deadline or not self.process.running:
+                self.process.stop()
+                raise RuntimeError(f"proxy did not start; see {self.process.log_path}")
+            time.sleep(0.05)
+        self.port = int(self._port_file.read_text())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.stop()
+
+    def cut(self) -> None:
+        self.process.send_signal(signal.SIGUSR1)
+
+    def restore(self) -> None:
+        self.process.send_signal(signal.SIGUSR2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
