@@ -38,6 +38,12 @@ PROP_ENG_UNIT: Final = "engUnit"
 PROP_HOT: Final = "hot"
 PROP_QUALITY: Final = "Quality"
 
+#: Sparkplug ``Quality`` values (Int32). Data metrics carry the property only when not good;
+#: the ingest stores only good values as readings and counts the others.
+QUALITY_GOOD: Final = 192
+QUALITY_STALE: Final = 500
+QUALITY_BAD: Final = 0
+
 #: Metric property on data metrics whose source timestamp is finer than a millisecond
 #: (legacy readings stored in nanoseconds): the sub-millisecond part, UInt32 0–999999. The
 #: exact source time is ``timestamp`` × 1,000,000 + ``tsNanos`` nanoseconds since the epoch.

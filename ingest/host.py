@@ -228,6 +228,8 @@ class PrimaryHost:
             # samples and sends them again; memory here stays bounded.
             self.counters["shed_messages"] += 1
             return
+        if outcome.not_good:
+            self.counters["not_good_quality"] += outcome.not_good
         if outcome.numeric:
             rows.add_numeric(outcome.numeric)
             self.counters["metrics"] += len(outcome.numeric)

@@ -106,6 +106,9 @@ class Outcome(msgspec.Struct, gc=False):
     batches: list[int] = []
     rebirth: str | None = None  # the reason, when a rebirth should be requested
     state: bool | None = None  # our own STATE seen: online flag
+    #: Data metrics whose Sparkplug ``Quality`` property said not good (500 stale, 0 bad):
+    #: counted, not stored as readings (telemetry_raw holds measurements we can trust).
+    not_good: int = 0
 
 
 def _json_default(obj: object) -> object:
@@ -322,6 +325,11 @@ class MessageProcessor:
                     )
                     continue
                 ns = prop.value
+            if m.properties is not None and conventions.PROP_QUALITY in m.properties:
+                quality = m.properties[conventions.PROP_QUALITY].value
+                if quality != conventions.QUALITY_GOOD:
+                    out.not_good += 1
+                    continue
             if m.is_null:
                 continue
             value = m.value

@@ -41,8 +41,7 @@ Clock = Callable[[], int]
 """Returns the current time as epoch milliseconds."""
 
 
-#: Sparkplug ``Quality`` of a good value: data metrics carry the property only when not good.
-QUALITY_GOOD = 192
+QUALITY_GOOD = conventions.QUALITY_GOOD
 
 #: A data sample: (alias, timestamp ms, value, sub-ms ns) or with a 5th item, its quality.
 DataSample = tuple[int, int, object, int] | tuple[int, int, object, int, int]

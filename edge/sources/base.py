@@ -21,11 +21,12 @@ from typing import Final, Protocol
 
 import msgspec
 
+from core import conventions
 from edge.sources.simulator import DrillingSimulator
 
-QUALITY_GOOD: Final = 192
-QUALITY_STALE: Final = 500
-QUALITY_BAD: Final = 0
+QUALITY_GOOD: Final = conventions.QUALITY_GOOD
+QUALITY_STALE: Final = conventions.QUALITY_STALE
+QUALITY_BAD: Final = conventions.QUALITY_BAD
 
 
 class SourceUnavailable(Exception):
