@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # asyncua narrates every connection attempt at INFO; our OPC UA source logs what matters.
+    logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         cfg = load_config(args.config)
         password = read_password(cfg.mqtt) if args.command != "import-legacy" else None

@@ -42,12 +42,48 @@ class SimulatedDevice:
 
 
 @dataclass
+class OpcUaDeviceSpec:
+    """A device read from an OPC UA server (``harness.opcua_rig`` names ``<prefix>.<TAG>``)."""
+
+    id: str
+    endpoint: str
+    tags: Sequence[str] = ALL_TAGS
+    prefix: str = "Rig"
+    namespace_index: int = 2
+    #: ``SignAndEncrypt`` needs the three files below.
+    security: str = "None"
+    certificate: Path | None = None
+    private_key: Path | None = None
+    server_certificate: Path | None = None
+
+    def toml(self) -> list[str]:
+        lines = [
+            "[[devices]]",
+            f"id = {_q(self.id)}",
+            'source = "opcua"',
+            f"endpoint = {_q(self.endpoint)}",
+            f"security = {_q(self.security)}",
+        ]
+        for key in ("certificate", "private_key", "server_certificate"):
+            value = getattr(self, key)
+            if value is not None:
+                lines.append(f"{key} = {_q(str(value))}")
+        lines.append("sensors = [")
+        lines += [
+            f"  {{tag = {_q(t)}, unit = {_q(UNITS[t])}, "
+            f"node_id = {_q(f'ns={self.namespace_index};s={self.prefix}.{t}')}}},"
+            for t in self.tags
+        ]
+        return [*lines, "]", ""]
+
+
+@dataclass
 class EdgeSpec:
     """What one simulated appliance runs."""
 
     site: str
     appliance: str
-    devices: list[SimulatedDevice] = field(default_factory=list)
+    devices: list[SimulatedDevice | OpcUaDeviceSpec] = field(default_factory=list)
     normal_per_min: int = 150
     alarm_per_min: int = 3000
     publish_interval_ms: int = 1000
@@ -87,6 +123,9 @@ class EdgeSpec:
             "",
         ]
         for device in self.devices:
+            if isinstance(device, OpcUaDeviceSpec):
+                lines += device.toml()
+                continue
             lines += [
                 "[[devices]]",
                 f"id = {_q(device.id)}",
@@ -116,6 +155,34 @@ def edge_process(spec: EdgeSpec, base_dir: Path, mqtt_ports: Sequence[int]) -> M
         f"edge-{spec.appliance}",
         [sys.executable, "-m", "edge", "run", "--config", str(config)],
         log_path=base_dir / "agent.log",
+        env=_python_env(),
+        cwd=base_dir,
+    )
+
+
+def opcua_rig_process(
+    base_dir: Path, port: int, *, seed: int = 0, args: Sequence[str] = ()
+) -> ManagedProcess:
+    """An OPC UA rig server (``python -m harness.opcua_rig``); it records every value it
+    published in ``base_dir/published.jsonl`` and its sampling interval in ``status.json``."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+    return ManagedProcess(
+        f"opcua-rig-{port}",
+        [
+            sys.executable,
+            "-m",
+            "harness.opcua_rig",
+            "--port",
+            str(port),
+            "--seed",
+            str(seed),
+            "--record",
+            str(base_dir / "published.jsonl"),
+            "--status",
+            str(base_dir / "status.json"),
+            *args,
+        ],
+        log_path=base_dir / "rig.log",
         env=_python_env(),
         cwd=base_dir,
     )

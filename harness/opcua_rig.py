@@ -183,9 +183,9 @@ class RigServer:
             await asyncio.sleep((period / 1000) if period else self._idle_s)
 
     async def _tick(self) -> None:
-        now = time.time()
-        when = ua.DateTime.fromtimestamp(now, UTC)
-        ts_ms = int(now * 1000)
+        ts_ms = time.time_ns() // 1_000_000
+        now = ts_ms / 1000
+        when = ua.DateTime.fromtimestamp(now, UTC)  # exactly ts_ms (microsecond resolution)
         self.ticks += 1
         lines = []
         for sim, nodes in zip(self.sims, self._nodes, strict=True):

@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asyncua import ua
@@ -63,12 +63,17 @@ def quality_of(status: ua.StatusCode | None) -> int:
     return QUALITY_BAD
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def epoch_ms(when: datetime | None) -> int | None:
+    """Epoch milliseconds (floor, exact integer arithmetic) of an OPC UA DateTime."""
     if when is None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
+    return (when - _EPOCH) // _MS
 
 
 def reading_of(tag: str, dv: ua.DataValue, now_ms: int) -> Reading:
