@@ -75,3 +75,83 @@ def catalogue_latest(tables: TableSet) -> str:
         f"last(hot) hot, min({c.timestamp}) first_seen, max({c.timestamp}) last_seen "
         f"FROM {c.name} ORDER BY site, node, device, metric"
     )
+
+
+def current_values_of_site(tables: TableSet) -> str:
+    """Latest value of every metric of every node of one site.
+
+    Parameters: ``site``, ``since``. Columns: ``node, device, metric, value, value_ts``.
+    """
+    v = tables.latest
+    return (
+        f"SELECT node, device, metric, value, value_ts FROM {v.name} "
+        f"WHERE site = %(site)s AND {v.timestamp} >= %(since)s "
+        f"LATEST ON {v.timestamp} PARTITION BY node, device, metric"
+    )
+
+
+#: Bucket widths a series may ask for, and the rollup view each is computed from.
+SERIES_BUCKETS: dict[str, str] = {
+    "1m": "1m", "5m": "1m", "15m": "1m", "30m": "1m",
+    "1h": "1h", "6h": "1h", "12h": "1h", "1d": "1h", "1M": "1h",
+}  # fmt: skip
+
+
+def bucket_view(tables: TableSet, bucket: str) -> MaterializedView:
+    """The rollup view a bucket width is computed from (exactly: sums, counts, mins, maxes)."""
+    try:
+        source = SERIES_BUCKETS[bucket]
+    except KeyError:
+        raise ValueError(f"bucket {bucket!r} is not one of {', '.join(SERIES_BUCKETS)}") from None
+    return tables.telemetry_1m if source == "1m" else tables.telemetry_1h
+
+
+def series(tables: TableSet, bucket: str) -> str:
+    """One metric of one node in buckets of ``bucket`` aligned to the calendar of a zone.
+
+    ``bucket`` must be one of :data:`SERIES_BUCKETS` (it is part of the SQL, so it is checked
+    here against that closed set). Parameters: ``site``, ``node``, ``metric``, ``start``
+    (inclusive), ``end`` (exclusive), ``tz`` (an IANA zone name, bound). Columns: ``ts``
+    (bucket start, UTC), ``device, avg, min, max, count, sum``.
+    """
+    view = bucket_view(tables, bucket)
+    ts = view.timestamp
+    return (
+        f"SELECT {ts}, device, sum(sum) / sum(count) avg, min(min) min, max(max) max, "
+        f"sum(count) count, sum(sum) sum FROM {view.name} "
+        f"WHERE site = %(site)s AND node = %(node)s AND metric = %(metric)s "
+        f"AND {ts} >= %(start)s AND {ts} < %(end)s "
+        f"SAMPLE BY {bucket} ALIGN TO CALENDAR TIME ZONE %(tz)s ORDER BY {ts}, device"
+    )
+
+
+def window_totals(tables: TableSet) -> str:
+    """avg/min/max/count/sum of every metric of one node over one window (hourly rollups).
+
+    Parameters: ``site``, ``node``, ``start``, ``end`` (whole hours give exact windows).
+    Columns: ``device, metric, avg, min, max, count, sum``.
+    """
+    view = tables.telemetry_1h
+    ts = view.timestamp
+    return (
+        f"SELECT device, metric, sum(sum) / sum(count) avg, min(min) min, max(max) max, "
+        f"sum(count) count, sum(sum) sum FROM {view.name} "
+        f"WHERE site = %(site)s AND node = %(node)s AND {ts} >= %(start)s AND {ts} < %(end)s "
+        f"GROUP BY device, metric ORDER BY device, metric"
+    )
+
+
+def kpi_window_totals(tables: TableSet) -> str:
+    """avg/min/max/count of one appliance's KPIs over one window (hourly rollups).
+
+    Parameters: ``group`` (the KPI node's Sparkplug group), ``appliance``, ``start``, ``end``.
+    Columns: ``metric, avg, min, max, count``.
+    """
+    view = tables.telemetry_1h
+    ts = view.timestamp
+    return (
+        f"SELECT metric, sum(sum) / sum(count) avg, min(min) min, max(max) max, "
+        f"sum(count) count FROM {view.name} "
+        f"WHERE site = %(group)s AND device = %(appliance)s "
+        f"AND {ts} >= %(start)s AND {ts} < %(end)s GROUP BY metric ORDER BY metric"
+    )

@@ -1,0 +1,164 @@
+"""``python -m api``: the API service and its registry administration.
+
+    python -m api migrate        --dsn-env DERRICK_PG_DSN
+    python -m api serve          --config api.toml
+    python -m api sync-catalogue --dsn-env DERRICK_PG_DSN --questdb-env DERRICK_QUESTDB_PG
+    python -m api tenant  ID NAME [--kind customer|vendor|operator]
+    python -m api user    TENANT EMAIL ROLE          (prints the user id)
+    python -m api key     USER_ID [--label L]        (prints the key once)
+    python -m api site    ID TENANT [--timezone Z]
+    python -m api provision APPLIANCE                (prints the MQTT password once)
+    python -m api retire    APPLIANCE
+    python -m api service-account NAME               (prints the MQTT password once)
+    python -m api broker-files DIR                   (Mosquitto passwd + ACL, EMQX exports)
+
+Connection strings come from environment variables (named by ``--dsn-env``, default
+``DERRICK_PG_DSN``), never from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from api import config, keys, migrate, registry
+from api.errors import ApiError
+from core.tables import TableSet
+
+log = logging.getLogger("api")
+
+
+def _registry_conn(args: argparse.Namespace) -> psycopg.Connection:
+    return psycopg.connect(config.secret_from_env(args.dsn_env), autocommit=True)
+
+
+def _serve(path: Path) -> None:
+    import uvicorn  # noqa: PLC0415 - only the serve command needs it
+
+    from api.access import Access  # noqa: PLC0415
+    from api.app import Services, create_app  # noqa: PLC0415
+    from api.live import LiveFeed  # noqa: PLC0415
+    from api.readings import Reader  # noqa: PLC0415
+
+    cfg = config.load(path)
+    pg: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        config.secret_from_env(cfg.registry.dsn_env),
+        min_size=1,
+        max_size=cfg.registry.pool_max,
+        kwargs={"autocommit": True},
+        open=False,
+    )
+    qdb: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        config.secret_from_env(cfg.questdb.dsn_env),
+        min_size=1,
+        max_size=cfg.questdb.pool_max,
+        kwargs={"autocommit": True},
+        open=False,
+    )
+    live = None
+    if cfg.live is not None:
+        password = config.secret_from_env(cfg.live.password_env) if cfg.live.password_env else None
+        live = LiveFeed(
+            cfg.live.host,
+            cfg.live.port,
+            username=cfg.live.username,
+            password=password,
+            client_id=cfg.live.client_id,
+        )
+    reader = Reader(qdb, TableSet(cfg.questdb.table_prefix), cfg.questdb.kpi_group)
+    app = create_app(Services(Access(pg), reader, pools=[pg, qdb], live=live))
+    log.info("serving on http://%s:%s (OpenAPI at /schema)", cfg.server.host, cfg.server.port)
+    uvicorn.run(app, host=cfg.server.host, port=cfg.server.port, log_config=None)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m api", description="Derrick customer API")
+    p.add_argument("--dsn-env", default="DERRICK_PG_DSN", help="env var with the registry DSN")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply pending SQL migrations")
+    s = sub.add_parser("serve", help="run the HTTP API")
+    s.add_argument("--config", type=Path, required=True)
+    s = sub.add_parser("sync-catalogue", help="copy appliances/metrics from QuestDB's births")
+    s.add_argument("--questdb-env", default="DERRICK_QUESTDB_PG")
+    s.add_argument("--table-prefix", default="")
+    s = sub.add_parser("tenant")
+    s.add_argument("id")
+    s.add_argument("name")
+    s.add_argument("--kind", default="customer", choices=["customer", "vendor", "operator"])
+    s = sub.add_parser("user")
+    s.add_argument("tenant")
+    s.add_argument("email")
+    s.add_argument("role", choices=[r.value for r in keys.Role])
+    s = sub.add_parser("key")
+    s.add_argument("user_id", type=int)
+    s.add_argument("--label", default="")
+    s = sub.add_parser("site")
+    s.add_argument("id")
+    s.add_argument("tenant")
+    s.add_argument("--name", default="")
+    s.add_argument("--timezone", default="UTC")
+    for name in ("provision", "retire"):
+        sub.add_parser(name).add_argument("appliance")
+    sub.add_parser("service-account").add_argument("name")
+    sub.add_parser("broker-files").add_argument("directory", type=Path)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        match args.command:
+            case "migrate":
+                applied = migrate.apply(config.secret_from_env(args.dsn_env))
+                print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'up to date'}")
+            case "serve":
+                _serve(args.config)
+            case "sync-catalogue":
+                qdsn = config.secret_from_env(args.questdb_env)
+                with _registry_conn(args) as conn, psycopg.connect(qdsn, autocommit=True) as q:
+                    report = registry.sync_catalogue(conn, q, TableSet(args.table_prefix))
+                print(report)
+            case "tenant":
+                with _registry_conn(args) as conn:
+                    registry.create_tenant(conn, args.id, args.name, args.kind)
+            case "user":
+                with _registry_conn(args) as conn:
+                    print(registry.create_user(conn, args.tenant, args.email, keys.Role(args.role)))
+            case "key":
+                with _registry_conn(args) as conn:
+                    issued = registry.issue_api_key(conn, args.user_id, args.label)
+                print(issued.plaintext)
+            case "site":
+                with _registry_conn(args) as conn:
+                    registry.create_site(conn, args.id, args.tenant, args.name, args.timezone)
+            case "provision":
+                with _registry_conn(args) as conn:
+                    password = registry.provision(conn, args.appliance).password
+                print(password)
+            case "retire":
+                with _registry_conn(args) as conn:
+                    registry.retire(conn, args.appliance)
+            case "service-account":
+                with _registry_conn(args) as conn:
+                    print(registry.create_service_account(conn, args.name).password)
+            case "broker-files":
+                with _registry_conn(args) as conn:
+                    for name, path in registry.write_broker_files(conn, args.directory).items():
+                        print(f"{name}: {path}")
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Who is calling and what they may see: API key lookup and tenant visibility (async).
+
+Visibility never tells "does not exist" from "not yours": both are ``None`` here and 404 at
+the edge. Ops see every site; customers their tenant's sites; vendors the sites shared with
+their tenant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from psycopg_pool import AsyncConnectionPool
+
+from api import keys
+
+
+class Principal(msgspec.Struct, frozen=True):
+    key_id: str
+    user_id: int
+    tenant: str
+    role: keys.Role
+    rate_per_s: float
+    burst: int
+
+    def __repr__(self) -> str:
+        return f"Principal(key_id={self.key_id!r}, tenant={self.tenant!r}, role={self.role})"
+
+
+_VISIBLE_SITES = """
+SELECT s.id, s.name, s.timezone, s.tenant_id FROM sites s
+WHERE (%(role)s = 'ops'
+   OR (%(role)s IN ('customer_viewer', 'customer_admin') AND s.tenant_id = %(tenant)s)
+   OR (%(role)s = 'vendor' AND EXISTS (
+        SELECT 1 FROM site_shares sh WHERE sh.site_id = s.id AND sh.vendor_tenant_id = %(tenant)s)))
+"""  # parenthesised: callers append "AND ..."
+
+
+class Access:
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    async def authenticate(self, presented: str) -> Principal | None:
+        key_id = keys.parse_key_id(presented)
+        if key_id is None:
+            return None
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT k.secret_sha256, u.id, u.tenant_id, u.role, k.rate_per_s, k.burst "
+                "FROM api_keys k JOIN users u ON u.id = k.user_id "
+                "WHERE k.key_id = %s AND k.revoked_at IS NULL AND u.disabled_at IS NULL",
+                (key_id,),
+            )
+            row = await cur.fetchone()
+        if row is None or not keys.matches(presented, bytes(row[0])):
+            return None
+        return Principal(key_id, int(row[1]), str(row[2]), keys.Role(row[3]), row[4], int(row[5]))
+
+    def _params(self, who: Principal, **extra: object) -> dict[str, object]:
+        return {"role": who.role.value, "tenant": who.tenant, **extra}
+
+    async def sites(self, who: Principal) -> list[tuple[Any, ...]]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_VISIBLE_SITES + " ORDER BY s.id", self._params(who))
+            rows: list[tuple[Any, ...]] = await cur.fetchall()
+            return rows
+
+    async def site(self, who: Principal, site: str) -> tuple[Any, ...] | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                _VISIBLE_SITES + " AND s.id = %(site)s", self._params(who, site=site)
+            )
+            row: tuple[Any, ...] | None = await cur.fetchone()
+            return row
+
+    async def appliances(self, site: str) -> list[tuple[Any, ...]]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, state, first_seen, last_birth FROM appliances WHERE site_id = %s "
+                "ORDER BY id",
+                (site,),
+            )
+            rows: list[tuple[Any, ...]] = await cur.fetchall()
+            return rows
+
+    async def appliance(self, who: Principal, appliance: str) -> tuple[Any, ...] | None:
+        """(id, site, state, timezone) of a visible appliance, else None."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT a.id, a.site_id, a.state, v.timezone FROM appliances a "
+                f"JOIN ({_VISIBLE_SITES}) v ON v.id = a.site_id WHERE a.id = %(appliance)s",
+                self._params(who, appliance=appliance),
+            )
+            row: tuple[Any, ...] | None = await cur.fetchone()
+            return row
+
+    async def metrics(self, appliance: str) -> list[tuple[Any, ...]]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT device_id, name, datatype, unit, hot FROM metrics "
+                "WHERE appliance_id = %s ORDER BY device_id, name",
+                (appliance,),
+            )
+            rows: list[tuple[Any, ...]] = await cur.fetchall()
+            return rows

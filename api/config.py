@@ -1,0 +1,85 @@
+"""The API service's configuration: a TOML file decoded into msgspec Structs, once, in the
+entrypoint. Secrets never sit in the file: it names the environment variables holding the
+DSNs and the broker password (``*_env`` fields), resolved by :func:`resolve`.
+
+```toml
+[server]
+host = "127.0.0.1"
+port = 8080
+
+[registry]
+dsn_env = "DERRICK_PG_DSN"
+
+[questdb]
+dsn_env = "DERRICK_QUESTDB_PG"
+table_prefix = ""
+kpi_group = "derrick-cloud"
+
+[live]            # optional: the SSE stream's Sparkplug consumer
+host = "127.0.0.1"
+port = 1883
+username = "api"
+password_env = "DERRICK_API_MQTT_PASSWORD"
+```
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from api.errors import ConfigError
+
+Port = Annotated[int, Meta(ge=1, le=65535)]
+EnvName = Annotated[str, Meta(pattern=r"^[A-Z_][A-Z0-9_]*$")]
+
+
+class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+
+
+class RegistryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    dsn_env: EnvName = "DERRICK_PG_DSN"
+    pool_max: Annotated[int, Meta(ge=1, le=100)] = 8
+
+
+class QuestDBReadConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    dsn_env: EnvName = "DERRICK_QUESTDB_PG"
+    table_prefix: str = ""
+    kpi_group: str = "derrick-cloud"
+    pool_max: Annotated[int, Meta(ge=1, le=100)] = 8
+
+
+class LiveConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    username: str | None = None
+    password_env: EnvName | None = None
+    client_id: str = "derrick-api-live"
+
+
+class ApiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    server: ServerConfig = ServerConfig()
+    registry: RegistryConfig = RegistryConfig()
+    questdb: QuestDBReadConfig = QuestDBReadConfig()
+    live: LiveConfig | None = None
+
+
+def load(path: Path) -> ApiConfig:
+    try:
+        return msgspec.toml.decode(path.read_bytes(), type=ApiConfig)
+    except (OSError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def secret_from_env(name: str) -> str:
+    """The value of environment variable ``name``; ConfigError (naming only the variable)."""
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(f"environment variable {name} is not set")
+    return value

@@ -1,0 +1,249 @@
+"""The HTTP API on real PostgreSQL and QuestDB: data endpoints with known answers, auth,
+tenant isolation, hostile parameters, rate limits, OpenAPI (and schemathesis against it)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from psycopg_pool import AsyncConnectionPool
+
+from api.access import Access
+from api.app import Services, create_app
+from api.readings import Reader
+from harness import Postgres, QuestDB
+
+from . import world as w
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+
+ACME_APP, BOLT_APP = "s201-a001", "s202-a001"
+
+
+@pytest.fixture(scope="module")
+def world(_postgres_server: Postgres, _questdb_server: QuestDB) -> Iterator[w.World]:
+    yield from w.build(_postgres_server, _questdb_server)
+
+
+def make_app(world: w.World, questdb: QuestDB) -> Litestar:
+    pg: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        world.registry_dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
+    )
+    qdb: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        questdb.pg_dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
+    )
+    reader = Reader(qdb, world.tables, w.KPI_GROUP)
+    return create_app(Services(Access(pg), reader, pools=[pg, qdb], clock=lambda: world.now))
+
+
+@pytest.fixture
+async def client(world: w.World, questdb: QuestDB) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(make_app(world, questdb)) as c:
+        yield c
+
+
+def auth(world: w.World, who: str = "acme") -> dict[str, str]:
+    return {"Authorization": f"Bearer {world.keys[who]}"}
+
+
+def local_day_sum(world: w.World, metric: str, day: dt.date, tz: str) -> tuple[float, int]:
+    zone = zoneinfo.ZoneInfo(tz)
+    start = dt.datetime.combine(day, dt.time(), zone)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), zone)
+    vals = [w.value(metric, i) for i, t in world.times if start <= t < end]
+    return sum(vals), len(vals)
+
+
+async def test_health_needs_no_key_and_everything_else_does(
+    client: AsyncTestClient[Litestar], world: w.World
+) -> None:
+    assert (await client.get("/health")).json() == {"status": "ok"}
+    for headers in (
+        {},
+        {"X-API-Key": "dk_0123456789abcdef_" + "A" * 43},
+        {"Authorization": "Basic x"},
+    ):
+        r = await client.get("/v1/sites", headers=headers)
+        assert r.status_code == 401, r.text
+    r = await client.get("/v1/sites", headers={"X-API-Key": world.keys["acme"]})
+    assert r.status_code == 200
+    assert [s["id"] for s in r.json()] == ["s201"]
+    r = await client.get("/v1/sites", headers=auth(world, "vendor"))
+    assert [s["id"] for s in r.json()] == ["s202"]  # shared with the vendor
+    r = await client.get("/v1/sites", headers=auth(world, "ops"))
+    assert [s["id"] for s in r.json()] == ["s201", "s202"]
+
+
+async def test_registry_and_current_values(
+    client: AsyncTestClient[Litestar], world: w.World
+) -> None:
+    site = (await client.get("/v1/sites/s201", headers=auth(world))).json()
+    assert site["timezone"] == "America/Chicago"
+    assert [(a["id"], a["state"]) for a in site["appliances"]] == [(ACME_APP, "provisioned")]
+    app = (await client.get(f"/v1/appliances/{ACME_APP}", headers=auth(world))).json()
+    assert {(m["name"], m["unit"], m["hot"]) for m in app["metrics"]} == {
+        ("ROP", "ft/h", True),
+        ("WOB", "klbf", True),
+    }
+    last_i, last_t = world.times[0]
+    for path in ("/v1/sites/s201/current", f"/v1/appliances/{ACME_APP}/current"):
+        got = (await client.get(path, headers=auth(world))).json()
+        assert {(v["metric"], v["value"]) for v in got} == {
+            ("ROP", w.value("ROP", last_i)),
+            ("WOB", w.value("WOB", last_i)),
+        }
+        assert all(v["ts"].startswith(last_t.strftime("%Y-%m-%dT%H:%M:%S")) for v in got)
+
+
+async def test_series_aggregates_compare_kpis(
+    client: AsyncTestClient[Litestar], world: w.World
+) -> None:
+    h = auth(world)
+    r = await client.get(
+        f"/v1/appliances/{ACME_APP}/series", params={"metric": "ROP", "bucket": "1h"}, headers=h
+    )
+    assert r.status_code == 200, r.text
+    buckets = r.json()["buckets"]
+    assert 23 <= len(buckets) <= 25
+    by_hour = {t.replace(minute=0): w.value("ROP", i) for i, t in world.times}
+    for b in buckets:
+        start = dt.datetime.fromisoformat(b["ts"])
+        assert b["avg"] == b["min"] == b["max"] == by_hour[start] and b["count"] == 1
+
+    tz = "America/Chicago"
+    r = await client.get(
+        f"/v1/appliances/{ACME_APP}/aggregates",
+        params={"metric": "WOB", "period": "day", "tz": tz},
+        headers=h,
+    )
+    days = r.json()["buckets"]
+    assert len(days) >= w.DAYS
+    full = days[len(days) // 2]
+    local = dt.datetime.fromisoformat(full["ts"]).astimezone(zoneinfo.ZoneInfo(tz))
+    assert (local.hour, local.minute) == (0, 0)  # local midnight
+    want_sum, want_count = local_day_sum(world, "WOB", local.date(), tz)
+    assert (full["sum"], full["count"]) == (want_sum, want_count)
+
+    r = await client.get(
+        f"/v1/appliances/{ACME_APP}/aggregates",
+        params={"metric": "WOB", "period": "week", "tz": tz},
+        headers=h,
+    )
+    weeks = r.json()["buckets"]
+    inner = weeks[1]
+    start = dt.datetime.fromisoformat(inner["ts"]).astimezone(zoneinfo.ZoneInfo(tz))
+    assert start.weekday() == 0 and start.hour == 0
+    assert inner["count"] == 7 * 24  # a whole inner week (DST weeks have 167/169)  or
+    r = await client.get(
+        f"/v1/appliances/{ACME_APP}/aggregates",
+        params={"metric": "WOB", "period": "month", "tz": tz},
+        headers=h,
+    )
+    assert r.status_code == 200 and len(r.json()["buckets"]) >= 1
+
+    r = await client.get(
+        f"/v1/appliances/{ACME_APP}/compare", params={"period": "week", "tz": tz}, headers=h
+    )
+    cmp_ = r.json()
+    rop = next(m for m in cmp_["metrics"] if m["metric"] == "ROP")
+    cur, prev = rop["current"]["avg"], rop["previous"]["avg"]
+    assert rop["avg_change_pct"] == pytest.approx((cur - prev) / prev * 100)
+    assert rop["previous"]["count"] == 7 * 24 or rop["previous"]["count"] in (167, 169)
+    r = await client.get(
+        f"/v1/appliances/{ACME_APP}/compare", params={"period": "month", "tz": tz}, headers=h
+    )
+    month = r.json()
+    assert all(m["previous"] is None and m["avg_change_pct"] is None for m in month["metrics"])
+
+    kpis = (await client.get(f"/v1/appliances/{ACME_APP}/kpis", headers=h)).json()
+    assert kpis["current"] == [
+        {"metric": "DrillingEfficiency", "value": 40.0, "ts": kpis["current"][0]["ts"]}
+    ]
+
+
+ENDPOINTS = [
+    "/v1/sites/{site}",
+    "/v1/sites/{site}/current",
+    "/v1/sites/{site}/live",
+    "/v1/appliances/{app}",
+    "/v1/appliances/{app}/current",
+    "/v1/appliances/{app}/series?metric=ROP",
+    "/v1/appliances/{app}/aggregates?metric=ROP",
+    "/v1/appliances/{app}/compare",
+    "/v1/appliances/{app}/kpis",
+]
+
+
+async def test_another_tenants_ids_are_404_like_missing_ones(
+    client: AsyncTestClient[Litestar], world: w.World
+) -> None:
+    for path in ENDPOINTS:
+        foreign = await client.get(path.format(site="s202", app=BOLT_APP), headers=auth(world))
+        missing = await client.get(path.format(site="s999", app="s999-a999"), headers=auth(world))
+        assert foreign.status_code == missing.status_code == 404, (path, foreign.text)
+        assert foreign.json() == missing.json()
+        own = await client.get(path.format(site="s202", app=BOLT_APP), headers=auth(world, "bolt"))
+        assert own.status_code in (200, 501), (path, own.text)  # 501: live not configured here
+
+
+@pytest.mark.parametrize(
+    ("path", "fragment"),
+    [
+        (f"/v1/appliances/{ACME_APP}/series?metric=ROP&tz=Mars/Olympus", "time zone"),
+        (f"/v1/appliances/{ACME_APP}/series?metric=ROP&tz=../../etc/passwd", "time zone"),
+        (f"/v1/appliances/{ACME_APP}/series?metric=ROP&bucket=1w", "bucket"),
+        (f"/v1/appliances/{ACME_APP}/series?metric=ROP&start=2000-01-01T00:00:00Z", "too large"),
+        (
+            f"/v1/appliances/{ACME_APP}/series?metric=ROP&start=2030-01-02T00:00:00Z"
+            "&end=2030-01-01T00:00:00Z",
+            "before end",
+        ),
+        (f"/v1/appliances/{ACME_APP}/series", "metric"),
+        ("/v1/sites/s201';DROP TABLE sites;--", "site_id"),
+        ("/v1/appliances/s201-a001 OR 1=1/current", "appliance_id"),
+        (f"/v1/appliances/{ACME_APP}/aggregates?metric=ROP&period=decade", "period"),
+        ("/v1/sites/s201/current?since_hours=-5", "since_hours"),
+    ],
+)
+async def test_hostile_parameters_get_400_with_a_reason(
+    client: AsyncTestClient[Litestar], world: w.World, path: str, fragment: str
+) -> None:
+    r = await client.get(path, headers=auth(world))
+    assert r.status_code == 400, (path, r.status_code, r.text)
+    assert fragment in r.text, r.text
+
+
+async def test_sql_in_a_metric_name_is_just_a_name(
+    client: AsyncTestClient[Litestar], world: w.World
+) -> None:
+    r = await client.get(
+        f"/v1/appliances/{ACME_APP}/series",
+        params={"metric": "ROP' OR '1'='1", "bucket": "1h"},
+        headers=auth(world),
+    )
+    assert r.status_code == 200 and r.json()["buckets"] == []
+
+
+async def test_rate_limit_per_key_with_retry_after(
+    client: AsyncTestClient[Litestar], world: w.World
+) -> None:
+    codes = [
+        (await client.get("/v1/sites", headers=auth(world, "slow"))).status_code for _ in range(4)
+    ]
+    assert codes == [200, 200, 200, 429]
+    r = await client.get("/v1/sites", headers=auth(world, "slow"))
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    assert (await client.get("/v1/sites", headers=auth(world))).status_code == 200  # other key
+
+
+async def test_openapi_and_browsable_ui(client: AsyncTestClient[Litestar]) -> None:
+    spec = (await client.get("/schema/openapi.json")).json()
+    assert "/v1/appliances/{appliance_id}/series" in spec["paths"]
+    assert set(spec["components"]["securitySchemes"]) == {"BearerAuth", "ApiKeyHeader"}
+    ui = await client.get("/schema/swagger")
+    assert ui.status_code == 200 and "swagger" in ui.text.lower()
