@@ -83,12 +83,16 @@ class NodeState:
         self.frontier = AckFrontier()
         self.acked_sent = 0
         self.acked_alias: int | None = None
+        self._datatypes: dict[int, DataType] | None = None
 
     def __repr__(self) -> str:
         return f"NodeState({self.group_id}/{self.edge_node_id}, born={self.born})"
 
     def datatypes(self) -> dict[int, DataType]:
-        return {alias: info.datatype for alias, info in self.aliases.items()}
+        """Alias -> datatype for the decoder; built once per birth, not once per message."""
+        if self._datatypes is None:
+            self._datatypes = {alias: info.datatype for alias, info in self.aliases.items()}
+        return self._datatypes
 
     def on_nbirth(
         self,
@@ -100,6 +104,7 @@ class NodeState:
         self.born = True
         self.bdseq = bdseq
         self.aliases = dict(metrics)
+        self._datatypes = None
         self.by_name = {(m.device, m.name): m for m in (*metrics.values(), *unaliased)}
         self.devices_online.clear()
         self.expected_seq = None if seq is None else (seq + 1) % 256
@@ -113,6 +118,7 @@ class NodeState:
         for key in [k for k in self.by_name if k[0] == device]:
             del self.by_name[key]
         self.aliases.update(metrics)
+        self._datatypes = None
         self.by_name.update({(m.device, m.name): m for m in (*metrics.values(), *unaliased)})
         self.devices_online.add(device)
 

@@ -40,6 +40,9 @@ MIN_TIMESTAMP_MS: Final = 946_684_800_000
 #: Source timestamps more than this ahead of the host's clock are rejected.
 MAX_FUTURE_MS: Final = 86_400_000
 
+#: Parsed topics kept at most (cleared when full): a few per edge node and device.
+_TOPIC_CACHE_SIZE: Final = 200_000
+
 _NUMERIC: Final = frozenset(
     {
         DataType.Int8, DataType.Int16, DataType.Int32, DataType.Int64,
@@ -136,6 +139,8 @@ class MessageProcessor:
         self._clock = clock
         self._max_payload = max_payload_bytes
         self.nodes: dict[tuple[str, str], NodeState] = {}
+        #: Parsed topics (immutable values) by their text: each node sends on the same few.
+        self._topics: dict[str, Topic | StateTopic] = {}
 
     def node(self, group: str, edge: str) -> NodeState:
         key = (group, edge)
@@ -147,10 +152,15 @@ class MessageProcessor:
     def process(self, topic_text: str, payload: bytes) -> Outcome:
         if len(payload) > self._max_payload:
             return self._dead("oversized", topic_text, f"{len(payload)} bytes", payload)
-        try:
-            topic = parse_topic(topic_text)
-        except SparkplugError as exc:
-            return self._dead("topic", topic_text, str(exc), payload)
+        topic = self._topics.get(topic_text)
+        if topic is None:
+            try:
+                topic = parse_topic(topic_text)
+            except SparkplugError as exc:
+                return self._dead("topic", topic_text, str(exc), payload)
+            if len(self._topics) >= _TOPIC_CACHE_SIZE:
+                self._topics.clear()
+            self._topics[topic_text] = topic
         if isinstance(topic, StateTopic):
             return self._state(topic_text, payload)
         kind = topic.message_type
