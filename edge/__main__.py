@@ -4,6 +4,10 @@
 - ``derrick-edge check-config --config agent.toml``: validate and exit (0 valid, 2 invalid);
 - ``derrick-edge health --config agent.toml``: 0 when the running agent is healthy, 1 when
   not (each reason printed), 2 when the configuration is invalid;
+- ``derrick-edge opcua-browse --endpoint opc.tcp://host:4840 [--device-id opc]``: browse an
+  OPC UA server and print a proposed ``[[devices]]`` block (node id → tag, unit); 1 when
+  the server cannot be browsed. ``--security SignAndEncrypt`` with ``--certificate``,
+  ``--private-key`` and ``--server-certificate`` (Basic256Sha256);
 - ``derrick-edge import-legacy --config agent.toml FILE``: queue a legacy installation's
   unsent readings (``docs/legacy-handoff.md``); 0 imported or already imported, 2 invalid
   (nothing queued), 1 the queue cannot take it (nothing queued).
@@ -22,9 +26,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.agent import EdgeAgent
-from edge.config import AgentConfig, ConfigError, load_config, read_password
+from edge.config import (
+    AgentConfig,
+    ConfigError,
+    OpcUaDevice,
+    SensorConfig,
+    load_config,
+    read_password,
+)
 from edge.legacy import HandoffError, import_handoff
 from edge.queue import QueueError, StoreAndForwardQueue
+from edge.sources.opcua_browse import BrowseError, browse, proposal_toml
 from edge.status import check_health
 
 log = logging.getLogger("edge")
@@ -37,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("run", "check-config", "health"):
         p = sub.add_parser(name)
         p.add_argument("--config", type=Path, required=True)
+    p = sub.add_parser("opcua-browse", help="propose the sensor mapping of an OPC UA server")
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--device-id", default="opc")
+    p.add_argument("--security", choices=("None", "SignAndEncrypt"), default="None")
+    p.add_argument("--certificate", type=Path)
+    p.add_argument("--private-key", type=Path)
+    p.add_argument("--server-certificate", type=Path)
     p = sub.add_parser("import-legacy", help="queue a legacy hand-off file's readings")
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("file", type=Path)
@@ -85,6 +104,25 @@ def _import_legacy(cfg: AgentConfig, path: Path) -> int:
     return 0
 
 
+def _opcua_browse(args: argparse.Namespace) -> int:
+    try:
+        device = OpcUaDevice(
+            id=args.device_id,
+            endpoint=args.endpoint,
+            security=args.security,
+            certificate=args.certificate,
+            private_key=args.private_key,
+            server_certificate=args.server_certificate,
+            sensors=[SensorConfig(tag="WOB", unit="klbf", node_id="i=0")],  # unused
+        )
+        proposals = asyncio.run(browse(device))
+    except BrowseError as exc:
+        print(f"derrick-edge: {exc}", file=sys.stderr)
+        return 1
+    print(proposal_toml(args.device_id, args.endpoint, proposals), end="")
+    return 0
+
+
 async def _run(agent: EdgeAgent) -> None:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -115,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # asyncua narrates every connection attempt at INFO; our OPC UA source logs what matters.
     logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.getLogger().level))
+    if args.command == "opcua-browse":
+        return _opcua_browse(args)
     try:
         cfg = load_config(args.config)
         password = read_password(cfg.mqtt) if args.command != "import-legacy" else None
