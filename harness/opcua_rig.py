@@ -172,6 +172,8 @@ class RigServer:
         return max(self._min_sampling_ms, min(wanted)) if wanted else None
 
     async def _sample_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
             period = self._period_ms()
             if period != self.sampling_ms:
@@ -180,7 +182,9 @@ class RigServer:
                 if self._status_path is not None:
                     self._status_path.write_text(json.dumps({"sampling_ms": period}))
             await self._tick()
-            await asyncio.sleep((period / 1000) if period else self._idle_s)
+            # A fixed rate, not a fixed pause: a slow tick does not stretch the period.
+            due = max(due + ((period / 1000) if period else self._idle_s), loop.time())
+            await asyncio.sleep(due - loop.time())
 
     async def _tick(self) -> None:
         ts_ms = time.time_ns() // 1_000_000

@@ -1,8 +1,10 @@
 """``./derrick up``: the whole system on this machine, with a simulated drill site.
 
 Starts Mosquitto, QuestDB and PostgreSQL on free loopback ports in a run directory, then an
-ingest worker and a site of simulated appliances running the real edge agent, each through
-its own command line. Prints where to look, runs until Ctrl-C (or ``--duration`` seconds),
+ingest worker, an OPC UA server serving simulated rigs (``harness.opcua_rig``) and a site of
+simulated appliances running the real edge agent, each through its own command line; every
+third appliance also reads a rig over OPC UA (device ``opc``) besides its local channels.
+Prints where to look, runs until Ctrl-C (or ``--duration`` seconds),
 then stops everything, the programs first, the services last.
 """
 
@@ -19,8 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from core.ids import check_site_id
-from harness.derrick import EdgeSpec, SimulatedDevice, edge_process, ingest_process
+from harness.derrick import (
+    EdgeSpec,
+    OpcUaDeviceSpec,
+    SimulatedDevice,
+    edge_process,
+    ingest_process,
+    opcua_rig_process,
+)
 from harness.errors import HarnessError
+from harness.ports import allocate_port
 from harness.process import ManagedProcess
 from harness.stack import ServiceStack
 
@@ -64,13 +74,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         ingest.start()
         programs.append(ingest)
+        opc_port = allocate_port()
+        opc_endpoint = f"opc.tcp://127.0.0.1:{opc_port}/derrick/rig"
+        opc_appliances = [i for i in range(1, args.appliances + 1) if i % 3 == 0]
+        rig_args = [a for i in opc_appliances for a in ("--prefix", f"Rig{i:03d}")]
+        if opc_appliances:
+            rig = opcua_rig_process(run_dir / "opcua", opc_port, args=rig_args)
+            rig.start()
+            programs.append(rig)
         for i in range(1, args.appliances + 1):
             appliance = f"{args.site}-a{i:03d}"
-            spec = EdgeSpec(
-                site=args.site,
-                appliance=appliance,
-                devices=[SimulatedDevice("daq", seed=i)],
-            )
+            devices: list[SimulatedDevice | OpcUaDeviceSpec] = [SimulatedDevice("daq", seed=i)]
+            if i in opc_appliances:
+                devices.append(
+                    OpcUaDeviceSpec(
+                        "opc", opc_endpoint, ("GAS", "H2S", "PIT", "SPP"), prefix=f"Rig{i:03d}"
+                    )
+                )
+            spec = EdgeSpec(site=args.site, appliance=appliance, devices=devices)
             agent = edge_process(spec, run_dir / "edge" / appliance, [stack.mosquitto.port])
             agent.start()
             programs.append(agent)
@@ -86,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"  MQTT broker:          mqtt://127.0.0.1:{stack.mosquitto.port}"
                     f"  (try: mosquitto_sub -p {stack.mosquitto.port} -t 'spBv1.0/#' -v)",
                     f"  PostgreSQL:           port {stack.postgres.port}",
+                    f"  OPC UA rig server:    {opc_endpoint}"
+                    f"  (try: derrick-edge opcua-browse --endpoint {opc_endpoint})",
                     "  SQL to paste into the console:",
                     "    SELECT node, metric, count(), last(value), max(ts) FROM telemetry_raw"
                     " GROUP BY node, metric ORDER BY node, metric;",
