@@ -60,6 +60,8 @@ OptionalMetricName = Annotated[
 ]
 BucketWidth = Literal["1m", "5m", "15m", "30m", "1h", "6h", "12h", "1d", "1M"]
 MAX_BUCKETS = 5000
+_EARLIEST = dt.datetime(1970, 1, 2, tzinfo=dt.UTC)
+_LATEST = dt.datetime(2199, 12, 31, tzinfo=dt.UTC)
 _BUCKET_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600,
                    "6h": 21600, "12h": 43200, "1d": 86400, "1M": 28 * 86400}  # fmt: skip
 assert set(_BUCKET_SECONDS) == set(SERIES_BUCKETS)
@@ -251,6 +253,11 @@ def _range(
     tz: Any,
     default: dt.timedelta,
 ) -> tuple[dt.datetime, dt.datetime]:
+    for given in (start, end):
+        if given is not None and not _EARLIEST.year <= given.year <= _LATEST.year:
+            raise ValidationException(
+                f"start/end must lie between {_EARLIEST.year} and {_LATEST.year}"
+            )
     end_ = readings.aware(end, tz) if end else svc.now()
     start_ = readings.aware(start, tz) if start else end_ - default
     if start_ >= end_:

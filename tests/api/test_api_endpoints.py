@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from psycopg_pool import AsyncConnectionPool
 
-from api.access import Access
-from api.app import Services, create_app
-from api.readings import Reader
-from harness import Postgres, QuestDB
+from harness import QuestDB
 
 from . import world as w
 
@@ -25,25 +20,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 ACME_APP, BOLT_APP = "s201-a001", "s202-a001"
 
 
-@pytest.fixture(scope="module")
-def world(_postgres_server: Postgres, _questdb_server: QuestDB) -> Iterator[w.World]:
-    yield from w.build(_postgres_server, _questdb_server)
-
-
-def make_app(world: w.World, questdb: QuestDB) -> Litestar:
-    pg: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        world.registry_dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
-    )
-    qdb: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        questdb.pg_dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
-    )
-    reader = Reader(qdb, world.tables, w.KPI_GROUP)
-    return create_app(Services(Access(pg), reader, pools=[pg, qdb], clock=lambda: world.now))
-
-
 @pytest.fixture
 async def client(world: w.World, questdb: QuestDB) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    async with AsyncTestClient(make_app(world, questdb)) as c:
+    async with AsyncTestClient(w.make_app(world, questdb)) as c:
         yield c
 
 

@@ -11,10 +11,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from litestar import Litestar
 from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
 from questdb import Sender, TimestampMicros, TimestampNanos
 
 from api import keys, migrate, registry
+from api.access import Access
+from api.app import Services, create_app
+from api.readings import Reader
 from core.tables import TableSet
 from harness import Postgres, QuestDB
 
@@ -156,3 +161,14 @@ def _wait_for_views(questdb: QuestDB, tables: TableSet, expected: int) -> None:
             pass
         time.sleep(0.5)
     raise AssertionError(f"views not refreshed: {got} of {expected} samples in the 1h view")
+
+
+def make_app(world: World, questdb: QuestDB) -> Litestar:
+    pg: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        world.registry_dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
+    )
+    qdb: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        questdb.pg_dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
+    )
+    reader = Reader(qdb, world.tables, KPI_GROUP)
+    return create_app(Services(Access(pg), reader, pools=[pg, qdb], clock=lambda: world.now))

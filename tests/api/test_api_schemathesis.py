@@ -1,0 +1,43 @@
+"""Schemathesis against the served OpenAPI document: no input makes the server fail (5xx)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from . import world as w
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error(served: str, world: w.World) -> None:
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            f"{served}/schema/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "-H",
+            f"Authorization: Bearer {world.keys['ops']}",
+            "--exclude-path-regex",
+            "/live$",
+            "--max-examples",
+            "30",
+            "--workers",
+            "1",
+            "--seed",
+            "7",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""},
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
