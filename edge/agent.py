@@ -109,7 +109,9 @@ class EdgeAgent:
             cfg.queue.path, max_bytes=cfg.queue.max_bytes, fsync=cfg.queue.fsync
         )
         self._policy = SamplingPolicy(cfg)
+        #: Readings not yet committed, per device; "" holds the node's own metrics (NDATA).
         self._pending: dict[str, list[PendingSample]] = {d.id: [] for d in cfg.devices}
+        self._pending[""] = []
         self._historical_devices = {
             d.id for d in cfg.devices if isinstance(d, CsvDevice) and d.historical
         }
@@ -124,7 +126,7 @@ class EdgeAgent:
         self._replay_tokens = 0.0
         self._session: EdgeNodeSession | None = None
         self._node_published: dict[int, object] = {}
-        self._devices_online: set[str] = set()
+        self._devices_online: set[str] = {""}  # the node itself is always there
         self._ack_to_apply = 0
         self._ack_applied = 0
         self._last_ack_ms: int | None = None
@@ -424,21 +426,16 @@ class EdgeAgent:
     # -- status ----------------------------------------------------------------------------
 
     async def _status(self) -> None:
-        """Publish changed node metrics (NDATA) and write the status file for ``health``."""
+        """Queue changed node metrics (sent as NDATA) and write the status file for ``health``."""
         stats = await self._db(self._queue.stats)
         now = self._clock()
         values = self._node_values(stats)
-        changed = [(a, now, v, 0) for a, v in values.items() if self._node_published.get(a) != v]
-        async with self._pub_lock:
-            client = self._client
-            if changed and client is not None and self._live:
-                out = self.session.data("", changed, historical=False)
-                try:
-                    await client.publish(str(out.topic), out.payload, qos=0, retain=False)
-                except aiomqtt.MqttError as exc:
-                    log.info("status NDATA not sent: %s", exc)
-                else:
-                    self._node_published.update(values)
+        changed = [a for a, v in values.items() if self._node_published.get(a) != v]
+        if changed and self._live:
+            # Node metrics travel like readings: queued, batched, acknowledged (NDATA).
+            pending = self._pending[""]
+            pending.extend(PendingSample(a, now, values[a]) for a in changed)
+            self._node_published.update(values)
         status = AgentStatus(
             pid=os.getpid(),
             appliance=self._cfg.node.appliance,

@@ -90,6 +90,10 @@ class PrimaryHost:
         self.counters: Counter[str] = Counter()
         self.online = asyncio.Event()
         self._stopping = False
+        self._failures_in_row = 0
+        self._retry_delay = 0.0
+        self._retry_at = 0.0
+        self._warned_at = 0.0
         self.kpi = (
             KpiEdgeNode(
                 cfg.mqtt, cfg.kpi, worker=self._settings.worker, password=password, clock=clock
@@ -287,14 +291,32 @@ class PrimaryHost:
         if current.rows or current.batches:
             self._failed.append(current)
             self._current = await self._in_writer(self._writer.new_row_set)
+        now = time.monotonic()
+        if self._failed and now < self._retry_at:
+            return False  # QuestDB failed recently: back off, keep the rows, acknowledge nothing
         while self._failed:
             rows = self._failed[0]
             try:
                 await self._in_writer(self._writer.flush, rows)
             except WriterError as exc:
                 self.counters["flush_failures"] += 1
-                log.warning("flush failed, not acknowledging, will retry: %s", exc)
+                self._failures_in_row += 1
+                self._retry_delay = min(max(self._retry_delay * 2, 0.2), 5.0)
+                self._retry_at = time.monotonic() + self._retry_delay
+                if self._failures_in_row == 1 or now - self._warned_at >= 30:
+                    self._warned_at = now
+                    log.warning(
+                        "flush failed (%d in a row), not acknowledging, retrying with backoff; "
+                        "%d rows held: %s",
+                        self._failures_in_row,
+                        sum(r.rows for r in self._failed),
+                        exc,
+                    )
                 return False
+            if self._failures_in_row:
+                log.info("QuestDB accepts rows again after %d failures", self._failures_in_row)
+                self._failures_in_row = 0
+                self._retry_delay = 0.0
             self._failed.pop(0)
             if rows.rows:
                 log.debug("committed %d rows", rows.rows)
