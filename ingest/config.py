@@ -53,12 +53,19 @@ class IngestSettings(_Strict, kw_only=True, frozen=True):
     worker: str = "w0"
     #: Sparkplug groups (sites) this worker serves; ``["+"]`` = all (static partition by site).
     groups: Annotated[list[str], Meta(min_length=1)] = msgspec.field(default_factory=lambda: ["+"])
+    #: Share the groups with other workers through ``$share/<shared_group>/...`` (EMQX with
+    #: ``shared_subscription_strategy = hash_clientid`` keeps each node on one worker).
+    #: Unset: this worker alone receives its groups (static partition by site).
+    shared_group: str | None = None
     flush_interval_ms: Annotated[int, Meta(ge=1, le=60_000)] = 100
     flush_max_rows: Annotated[int, Meta(ge=1)] = 50_000
     #: While QuestDB cannot take rows, at most this many wait in memory; data beyond it is
     #: not acknowledged (the edges keep it and send it again).
     max_pending_rows: Annotated[int, Meta(ge=1000)] = 500_000
     max_payload_bytes: Annotated[int, Meta(ge=1024)] = 4 * 1024 * 1024
+    #: At most one acknowledgement (NCMD) per node in this period; acks are cumulative.
+    #: Keep it well under the edges' ``ack_timeout_ms`` (15 s by default).
+    ack_interval_ms: Annotated[int, Meta(ge=0, le=60_000)] = 1000
     #: How long a seq gap may stay open before the node is asked to rebirth.
     reorder_timeout_ms: Annotated[int, Meta(ge=0)] = 2000
     #: At most one rebirth request per node in this period.

@@ -83,6 +83,8 @@ class PrimaryHost:
         self._client: aiomqtt.Client | None = None
         self._current: RowSet | None = None
         self._failed: list[RowSet] = []
+        #: Nodes whose frontier moved past the last ack sent to them.
+        self._ack_due: set[tuple[str, str]] = set()
         self._rebirths = RebirthLimiter(
             cooldown_ms=self._settings.rebirth_cooldown_s * 1000,
             rate_per_s=self._settings.rebirth_rate_per_s,
@@ -163,8 +165,10 @@ class PrimaryHost:
             self._client = client
             try:
                 await client.subscribe(state, qos=1)
+                share = self._settings.shared_group
                 for group in self._settings.groups:
-                    await client.subscribe(f"spBv1.0/{group}/#", qos=0)
+                    topic = f"spBv1.0/{group}/#"
+                    await client.subscribe(f"$share/{share}/{topic}" if share else topic, qos=0)
                 if self.kpi is not None and "+" not in self._settings.groups:
                     kpi = self.kpi.session
                     await client.subscribe(edge_node_filter(kpi.group_id, kpi.edge_node_id))
@@ -282,6 +286,7 @@ class PrimaryHost:
         while True:
             await asyncio.sleep(interval)
             await self.flush()
+            await self._send_acks()  # those held back by ack_interval_ms
             await self._check_gaps()
 
     async def flush(self) -> bool:
@@ -324,15 +329,34 @@ class PrimaryHost:
         return True
 
     async def _acknowledge(self, rows: RowSet) -> None:
-        client = self._client
-        for (group, edge), batches in rows.batches.items():
-            node = self.processor.nodes.get((group, edge))
+        """Advance the frontiers of the nodes whose batches QuestDB accepted; send the acks
+        that are due."""
+        for key, batches in rows.batches.items():
+            node = self.processor.nodes.get(key)
             if node is None:
                 continue
             node.frontier.commit(batches)
-            if node.frontier.value <= node.acked_sent or client is None:
+            if node.frontier.value > node.acked_sent:
+                self._ack_due.add(key)
+        await self._send_acks()
+
+    async def _send_acks(self) -> None:
+        """At most one ack per node per ``ack_interval_ms``: acks are cumulative, so a later
+        one covers every batch before it, and fewer NCMDs leave the worker more time for
+        data (one publish per message costs about as much as storing the message)."""
+        client = self._client
+        if client is None or not self._ack_due:
+            return
+        now = self._clock()
+        interval = self._settings.ack_interval_ms
+        for key in list(self._ack_due):
+            node = self.processor.nodes.get(key)
+            if node is None or node.frontier.value <= node.acked_sent:
+                self._ack_due.discard(key)
                 continue
-            now = self._clock()
+            if node.last_ack_ms is not None and now - node.last_ack_ms < interval:
+                continue
+            group, edge = key
             value = node.frontier.value
             metric = (
                 Metric(alias=node.acked_alias, timestamp=now, value=value)
@@ -354,6 +378,8 @@ class PrimaryHost:
                 log.info("acknowledgement to %s/%s not sent: %s", group, edge, exc)
                 continue
             node.acked_sent = value
+            node.last_ack_ms = now
+            self._ack_due.discard(key)
             self.counters["acks"] += 1
 
     async def _check_gaps(self) -> None:

@@ -83,6 +83,8 @@ class NodeState:
         self.frontier = AckFrontier()
         self.acked_sent = 0
         self.acked_alias: int | None = None
+        #: When the host last sent this node an acknowledgement (host clock, ms).
+        self.last_ack_ms: int | None = None
         self._datatypes: dict[int, DataType] | None = None
 
     def __repr__(self) -> str:

@@ -110,6 +110,7 @@ class RowSet:
 
     def add_catalogue(self, rows: list[CatalogueRow]) -> None:
         seen = TimestampMicros(time.time_ns() // 1000)
+        table = self._t.catalogue.name
         for r in rows:
             symbols = {
                 "site": r.site,
@@ -120,9 +121,7 @@ class RowSet:
             }
             if r.unit is not None:
                 symbols["unit"] = r.unit
-            self.catalogue.row(
-                self._t.catalogue.name, symbols=symbols, columns={"hot": r.hot}, at=seen
-            )
+            self.catalogue.row(table, symbols=symbols, columns={"hot": r.hot}, at=seen)
         self.rows += len(rows)
 
     def buffers(self) -> list[Any]:
