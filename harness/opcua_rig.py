@@ -182,9 +182,11 @@ class RigServer:
                 if self._status_path is not None:
                     self._status_path.write_text(json.dumps({"sampling_ms": period}))
             await self._tick()
-            # A fixed rate, not a fixed pause: a slow tick does not stretch the period.
-            due = max(due + ((period / 1000) if period else self._idle_s), loop.time())
-            await asyncio.sleep(due - loop.time())
+            # A fixed rate, not a fixed pause: a slow tick does not stretch the period; but
+            # always leave the server a fifth of it to serve its clients.
+            step = (period / 1000) if period else self._idle_s
+            due = max(due + step, loop.time())
+            await asyncio.sleep(max(due - loop.time(), step / 5))
 
     async def _tick(self) -> None:
         ts_ms = time.time_ns() // 1_000_000
