@@ -32,6 +32,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import FromQuery, PathParameter, QueryParameter
 from litestar.response import ServerSentEvent
+from litestar.response.sse import ServerSentEventMessage
 from psycopg_pool import AsyncConnectionPool
 
 from api import readings
@@ -457,14 +458,16 @@ async def live(*, svc: Svc, who: Who, site_id: SiteId) -> ServerSentEvent:
     if feed is None:
         raise HTTPException(status_code=501, detail="live stream not configured")
 
-    async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[ServerSentEventMessage]:
         async with feed.subscribe(site_id) as queue:
-            yield ": subscribed\n"
+            yield ServerSentEventMessage(data=None, comment="subscribed")
             while True:
                 value = await queue.get()
-                yield msgspec.json.encode(value).decode()
+                yield ServerSentEventMessage(
+                    data=msgspec.json.encode(value).decode(), event="value"
+                )
 
-    return ServerSentEvent(events(), event_type="value")
+    return ServerSentEvent(events())
 
 
 # -- application -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from questdb import Sender, TimestampMicros, TimestampNanos
 from api import keys, migrate, registry
 from api.access import Access
 from api.app import Services, create_app
+from api.live import LiveFeed
 from api.readings import Reader
 from core.tables import TableSet
 from harness import Postgres, QuestDB
@@ -163,7 +164,7 @@ def _wait_for_views(questdb: QuestDB, tables: TableSet, expected: int) -> None:
     raise AssertionError(f"views not refreshed: {got} of {expected} samples in the 1h view")
 
 
-def make_app(world: World, questdb: QuestDB) -> Litestar:
+def make_app(world: World, questdb: QuestDB, live: LiveFeed | None = None) -> Litestar:
     pg: AsyncConnectionPool[Any] = AsyncConnectionPool(
         world.registry_dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
     )
@@ -171,4 +172,6 @@ def make_app(world: World, questdb: QuestDB) -> Litestar:
         questdb.pg_dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
     )
     reader = Reader(qdb, world.tables, KPI_GROUP)
-    return create_app(Services(Access(pg), reader, pools=[pg, qdb], clock=lambda: world.now))
+    return create_app(
+        Services(Access(pg), reader, pools=[pg, qdb], live=live, clock=lambda: world.now)
+    )
