@@ -215,6 +215,30 @@ class Bench:
         result["complete"] = sub.returncode == 0
         return result
 
+    def receive_path(self, load: Load, client: str) -> Result:
+        """One Python subscriber (the worker's aiomqtt, or paho's own loop) receiving alone."""
+        frames = self.base / "broker.frames"
+        write_frames(frames, load.data)
+        sub = subprocess.Popen(
+            [sys.executable, LOAD, "subscriber", "--port", str(self.mq.port), "--client", client,
+             "--expected", str(len(load.data))],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert sub.stdout is not None
+        sub.stdout.readline()  # "subscribed"
+        sent = self.blast(frames)
+        try:
+            report = json.loads(sub.stdout.read().strip().splitlines()[-1])
+        finally:
+            sub.wait(150)
+        result = rate(
+            f"{client} subscriber receiving alone (no decode)",
+            len(load.data), load.metrics, (report["end_ns"] - sent["start_ns"]) / 1e9,
+        )  # fmt: skip
+        result["cpu_us_per_msg"] = report["cpu_s"] / len(load.data) * 1e6
+        result["complete"] = report["n"] == len(load.data)
+        return result
+
     # -- end to end -----------------------------------------------------------------------
 
     def end_to_end(self, load: Load, n_workers: int = 1) -> Result:
@@ -415,7 +439,8 @@ def with_fractions(report: Result) -> None:
     """Each end-to-end figure as a fraction of the slowest limit for its shape."""
     for shape, e2e_keys in (("live", ("live", "live_workers")), ("replay", ("replay",))):
         limits = report["limits"][shape]
-        # the worker's own stages (process, ilp_rows) are not limits of the system around it
+        # the worker's own stages (process, ilp_rows, its MQTT client) are not limits of the
+        # system around it
         outside = [limits[k] for k in ("decode", "questdb", "broker")]
         slowest = min(outside, key=lambda r: r["metrics_per_s"])
         report["limits"][shape + "_slowest"] = slowest["what"]
@@ -429,9 +454,9 @@ def run(args: argparse.Namespace) -> Result:
     quick = args.quick
     now = time.time_ns() // 1_000_000
     t0 = now - 6 * 3_600_000  # a few hours back: inside the timestamp window, off "now"
-    live_nodes, live_s = (400, 5) if quick else (2000, 40)
+    live_nodes, live_s = (200, 3) if quick else (2000, 15)
     live = live_shape(live_nodes, live_s, t0)
-    replay = replay_shape(10, 40, t0) if quick else replay_shape(40, 4000, t0)
+    replay = replay_shape(5, 20, t0) if quick else replay_shape(40, 1000, t0)
     report: Result = {"date": time.strftime("%Y-%m-%d %H:%M"), "quick": quick}
     report["load_average_start"] = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
@@ -459,6 +484,9 @@ def run(args: argparse.Namespace) -> Result:
                     "decode": decode, "process": process, "ilp_rows": build,
                     "questdb": accept, "broker": broker,
                 }  # fmt: skip
+                if load.name == "live":
+                    for client in ("aiomqtt", "paho"):
+                        limits["live"][client] = bench.receive_path(load, client)
             report["limits"] = limits
             e2e: dict[str, Result] = {}
             step("end to end, live")
@@ -470,11 +498,13 @@ def run(args: argparse.Namespace) -> Result:
                 e2e["live_workers"] = bench.end_to_end(live, args.workers)
             report["end_to_end"] = e2e
             step("latency")
-            report["latency"] = bench.latency(
-                live_nodes, args.latency_rate, 4 if quick else args.latency_seconds
+            report["latency"] = (
+                bench.latency(live_nodes, 5000, 3)
+                if quick
+                else bench.latency(live_nodes, args.latency_rate, args.latency_seconds)
             )
             step("naive baseline")
-            report["naive"] = bench.naive(live, 300 if quick else 5000)
+            report["naive"] = bench.naive(live, 200 if quick else 5000)
     report["naive"]["ratio_live_metrics_per_s"] = (
         e2e["live"]["metrics_per_s"] / report["naive"]["metrics_per_s"]
     )
@@ -537,7 +567,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--workers", type=int, default=2, help="N for the N-worker run (1: skip)")
     parser.add_argument("--latency-rate", type=float, default=50_000.0)
-    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
     args = parser.parse_args()
     if args.quick:
         args.workers = 1

@@ -313,6 +313,59 @@ def naive_consumer(port: int, pg_dsn: str, table: str, expected: int) -> None:
     print(json.dumps({"first_ns": state["first"], "end_ns": time.time_ns(), "rows": state["n"]}))
 
 
+def subscriber(port: int, client_kind: str, expected: int) -> None:
+    """Receive ``expected`` messages on ``spBv1.0/#`` with the worker's MQTT client (aiomqtt)
+    or with paho's own network loop; print the time from the first to the last and the CPU
+    time per message. The receive path alone: no decoding, no storing."""
+    import paho.mqtt.client as mqtt  # noqa: PLC0415
+    from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
+
+    state = {"n": 0, "first": 0, "cpu": 0.0}
+    if client_kind == "paho":
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sub-{time.monotonic_ns()}")
+
+        def on_message(c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+            if state["n"] == 0:
+                state["first"], state["cpu"] = time.time_ns(), time.process_time()
+            bytes(msg.payload)
+            state["n"] += 1
+            if state["n"] >= expected:
+                c.disconnect()
+
+        def on_connect(c: mqtt.Client, *_: object) -> None:
+            c.subscribe("spBv1.0/#", qos=0)
+            print("subscribed", flush=True)
+
+        client.on_message = on_message
+        client.on_connect = on_connect
+        client.connect("127.0.0.1", port, keepalive=60)
+        client.loop_forever()
+    else:
+        import asyncio  # noqa: PLC0415
+
+        import aiomqtt  # noqa: PLC0415
+
+        async def receive() -> None:
+            async with aiomqtt.Client("127.0.0.1", port) as c:
+                await c.subscribe("spBv1.0/#", qos=0)
+                print("subscribed", flush=True)
+                async for message in c.messages:
+                    if state["n"] == 0:
+                        state["first"], state["cpu"] = time.time_ns(), time.process_time()
+                    str(message.topic), bytes(message.payload)  # what the worker reads
+                    state["n"] += 1
+                    if state["n"] >= expected:
+                        return
+
+        asyncio.run(receive())
+    cpu = time.process_time() - state["cpu"]
+    print(
+        json.dumps(
+            {"first_ns": state["first"], "end_ns": time.time_ns(), "n": state["n"], "cpu_s": cpu}
+        )
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -330,8 +383,14 @@ def main() -> int:
     n.add_argument("--pg-dsn", required=True)
     n.add_argument("--table", required=True)
     n.add_argument("--expected", type=int, required=True)
+    r = sub.add_parser("subscriber")
+    r.add_argument("--port", type=int, required=True)
+    r.add_argument("--client", choices=["aiomqtt", "paho"], required=True)
+    r.add_argument("--expected", type=int, required=True)
     args = parser.parse_args()
-    if args.command == "blast":
+    if args.command == "subscriber":
+        subscriber(args.port, args.client, args.expected)
+    elif args.command == "blast":
         blast(args.port, args.frames)
     elif args.command == "paced":
         paced(args.port, args.nodes, args.rate, args.seconds, args.out)

@@ -1,0 +1,47 @@
+"""The ingest benchmark runs (``--quick``) and reports every figure docs/benchmarks.md quotes.
+
+Shape only: a smoke test on a shared machine asserts no timings.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.mark.timeout(600)
+def test_ingest_bench_quick_json_has_every_figure() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "ingest_bench.py"), "--quick", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=580,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert {"machine", "shapes", "limits", "end_to_end", "latency", "naive"} <= report.keys()
+    assert {"cpu", "cores", "python", "questdb", "mosquitto"} <= report["machine"].keys()
+    for shape in ("live", "replay"):
+        limits = report["limits"][shape]
+        assert {"decode", "process", "ilp_rows", "questdb", "broker"} <= limits.keys()
+        for result in limits.values():
+            assert result["messages_per_s"] > 0 and result["metrics_per_s"] > 0
+        e2e = report["end_to_end"][shape]
+        assert e2e["complete"], e2e
+        assert e2e["fraction_of_slowest_limit"] > 0
+        assert e2e["worker_peak_rss_mib"] > 0
+    assert {"aiomqtt", "paho"} <= report["limits"]["live"].keys()
+    latency = report["latency"]
+    assert latency["complete"] and latency["p50_ms"] <= latency["p99_ms"]
+    naive = report["naive"]
+    assert naive["complete"] and naive["ratio_live_metrics_per_s"] > 0
