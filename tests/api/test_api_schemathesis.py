@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.integration]
 
 
 @pytest.mark.slow
-def test_schemathesis_finds_no_server_error(served: str, world: w.World) -> None:
+def test_schemathesis_finds_no_server_error(served: str, world: w.World, tmp_path: Path) -> None:
     result = subprocess.run(
         [
             str(Path(sys.executable).parent / "schemathesis"),
@@ -38,6 +38,7 @@ def test_schemathesis_finds_no_server_error(served: str, world: w.World) -> None
         text=True,
         timeout=600,
         check=False,
+        cwd=tmp_path,  # schemathesis keeps its example database in ./.schemathesis
         env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""},
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
