@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import signal
 import sys
@@ -36,7 +37,6 @@ from edge.config import (
 )
 from edge.legacy import HandoffError, import_handoff
 from edge.queue import QueueError, StoreAndForwardQueue
-from edge.sources.opcua_browse import BrowseError, browse, proposal_toml
 from edge.status import check_health
 
 log = logging.getLogger("edge")
@@ -105,6 +105,9 @@ def _import_legacy(cfg: AgentConfig, path: Path) -> int:
 
 
 def _opcua_browse(args: argparse.Namespace) -> int:
+    # asyncua is slow to import: only the commands that use it pay for it.
+    from edge.sources.opcua_browse import BrowseError, browse, proposal_toml  # noqa: PLC0415
+
     try:
         device = OpcUaDevice(
             id=args.device_id,
@@ -123,6 +126,14 @@ def _opcua_browse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dump_tasks() -> None:
+    """`kill -USR2 <pid>`: print where every asyncio task waits (a stuck agent)."""
+    for task in asyncio.all_tasks():
+        print(f"--- task {task.get_name()}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
 async def _run(agent: EdgeAgent) -> None:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -130,6 +141,7 @@ async def _run(agent: EdgeAgent) -> None:
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGUSR2, _dump_tasks)
     runner = asyncio.create_task(agent.run(), name="edge-agent")
     waiter = asyncio.create_task(stopping.wait(), name="stop-signal")
     done, _ = await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -147,6 +159,8 @@ async def _run(agent: EdgeAgent) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: for a stuck agent in the field.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

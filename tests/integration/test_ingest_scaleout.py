@@ -1,0 +1,124 @@
+"""Scale-out: two ingest workers split the fleet by site (static partition, as on
+Mosquitto); killing one loses nothing: its nodes are picked up when it is back (rebirth,
+replay of unacknowledged batches) and QuestDB deduplicates."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from harness import Mosquitto, QuestDB
+from harness.derrick import EdgeSpec, SimulatedDevice, edge_process, ingest_process
+from harness.observer import SparkplugObserver
+from harness.process import ManagedProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def acked(edge_dir: Path) -> int:
+    db = sqlite3.connect(f"file:{edge_dir / 'queue.db'}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'acked'").fetchone()
+    finally:
+        db.close()
+    return 0 if row is None else int(row[0])
+
+
+def born(edge: ManagedProcess) -> int:
+    """How many sessions the agent has had (its births, from its own log)."""
+    return edge.log_path.read_text().count("born: bdSeq")
+
+
+def wait(cond: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_two_workers_by_site_and_one_killed(
+    tmp_path: Path, mosquitto: Mosquitto, questdb: QuestDB
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    workers = {
+        site: ingest_process(
+            tmp_path / f"ingest-{site}",
+            mqtt_port=mosquitto.port,
+            ilp_conf=questdb.ilp_conf,
+            pg_dsn=questdb.pg_dsn,
+            table_prefix=prefix,
+            worker=f"w-{site}",
+            groups=[site],
+            extra="flush_interval_ms = 100",
+        )
+        for site in ("s010", "s011")
+    }
+    edges = [
+        edge_process(
+            EdgeSpec(
+                site=site,
+                appliance=f"{site}-a00{n}",
+                devices=[SimulatedDevice("daq", ("WOB", "RPM", "ROP", "SPP"), seed=n)],
+                normal_per_min=480,
+                ack_timeout_ms=3000,
+            ),
+            tmp_path / f"{site}-a00{n}",
+            [mosquitto.port],
+        )
+        for site in ("s010", "s011")
+        for n in (1, 2)
+    ]
+    with SparkplugObserver("127.0.0.1", mosquitto.port) as observer:
+        for w in workers.values():
+            w.start()
+        for e in edges:
+            e.start()
+        try:
+            wait(lambda: all(born(e) >= 1 for e in edges), 90, "four births")
+            time.sleep(3)
+            workers["s010"].kill()
+            time.sleep(6)
+            workers["s010"].start()
+            # the restarted worker asks the s010 nodes it hears from to rebirth
+            wait(lambda: all(born(e) >= 2 for e in edges[:2]), 120, "s010 nodes reborn")
+            time.sleep(2)
+            targets = dict(observer.max_batch)
+            wait(
+                lambda: all(acked(tmp_path / node) >= top for (_, node), top in targets.items()),
+                120,
+                f"batches up to {targets} acknowledged",
+            )
+            for e in edges:
+                e.stop()
+            published = {r for r in observer.snapshot() if r[1] in ("s010", "s011")}
+            deadline = time.monotonic() + 60
+            rows: list[tuple[int, str, str, str, str, float]] = []
+            while time.monotonic() < deadline:
+                res = questdb.exec_sql(
+                    f"SELECT ts::long, site, node, device, metric, value FROM {prefix}telemetry_raw"
+                )
+                rows = [(t // 1_000_000, s, n, d, m, v) for t, s, n, d, m, v in res["dataset"]]
+                if published <= set(rows):
+                    break
+                time.sleep(0.5)
+        finally:
+            for e in edges:
+                e.stop()
+            for w in workers.values():
+                w.stop()
+    missing = published - set(rows)
+    assert not missing, f"{len(missing)} of {len(published)} missing: {sorted(missing)[:3]}"
+    keys = [r[:5] for r in rows]
+    assert len(keys) == len(set(keys)), "stored twice"
+    assert {n for (_, n) in targets} == {"s010-a001", "s010-a002", "s011-a001", "s011-a002"}
+    # each worker stored only its own sites: its log names only its nodes
+    for site, w in workers.items():
+        other = "s011" if site == "s010" else "s010"
+        log = w.log_path.read_text()
+        assert f"NBIRTH {site}/" in log and f"NBIRTH {other}/" not in log
