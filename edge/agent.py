@@ -57,8 +57,6 @@ from edge.sources.base import (
     SourceUnavailable,
     SubscribedSource,
 )
-from edge.sources.csv_replay import CsvReplaySource
-from edge.sources.opcua import OpcUaSource
 from edge.status import AgentStatus, write_status
 
 log = logging.getLogger(__name__)
@@ -201,8 +199,14 @@ class EdgeAgent:
     # -- sampling ------------------------------------------------------------------------
 
     def subscribed_source(self, device: OpcUaDevice | CsvDevice) -> SubscribedSource:
+        # Imported here: asyncua takes seconds of CPU to import, which agents without an OPC
+        # UA device (most of the fleet) should not pay at every start.
         if isinstance(device, OpcUaDevice):
+            from edge.sources.opcua import OpcUaSource  # noqa: PLC0415
+
             return OpcUaSource(device, publishing_interval_ms=self._cfg.publish.interval_ms)
+        from edge.sources.csv_replay import CsvReplaySource  # noqa: PLC0415
+
         return CsvReplaySource(device)
 
     async def _subscribe_loop(self, device: OpcUaDevice | CsvDevice) -> None:

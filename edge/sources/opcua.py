@@ -7,6 +7,8 @@ sensor, its sampling interval following the agent's normal/alarm mode.
 - The monitored items ask the server to sample every ``interval_s()`` of the agent's current
   mode; a mode change modifies every item in one ModifyMonitoredItems request. Each item's
   queue holds what the server samples within one publishing interval (discard oldest).
+- Every sample is reported (data change trigger StatusValueTimestamp), not only changes: a
+  constant value keeps arriving at the mode's rate, as from a local channel.
 - The publishing interval is the agent's commit interval (``publish.interval_ms``).
 - The server's state (``Server/ServerStatus/State``) is read every ``watchdog_s``: a state
   other than Running, a failed read or a lost subscription means the server is gone: the
@@ -178,8 +180,13 @@ class OpcUaSource:
             sub = await client.create_subscription(self._publishing_ms, handler)
             sampling = self._sampling_ms(sink)
             nodes: list[Node] = [client.get_node(nid) for nid in self._node_ids.values()]
-            results: list[int | ua.StatusCode] = await sub.subscribe_data_change(
+            # Every sample, not only changed values (trigger StatusValueTimestamp): the agent's
+            # rates and deadband decide what is kept, as for local channels. asyncua's public
+            # subscribe_data_change takes no filter; _subscribe is what it calls.
+            trigger = ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValueTimestamp)
+            results: list[int | ua.StatusCode] = await sub._subscribe(
                 list(nodes),
+                mfilter=trigger,
                 queuesize=self._queue_size(sampling),
                 sampling_interval=ua.Double(sampling),
             )
