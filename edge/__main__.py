@@ -26,10 +26,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.config import ConfigError
 from edge.agent import EdgeAgent
 from edge.config import (
     AgentConfig,
-    ConfigError,
     OpcUaDevice,
     SensorConfig,
     load_config,

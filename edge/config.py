@@ -14,14 +14,17 @@ import msgspec
 from msgspec import Meta
 
 from core import conventions, ids, tags
+from core.config import (
+    ConfigError,
+    convert,
+    read_bytes,
+    read_secret_file,
+    toml_to_builtins,
+)
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 Share = Annotated[float, Meta(gt=0.0, le=1.0)]
 Port = Annotated[int, Meta(ge=1, le=65535)]
-
-
-class ConfigError(ValueError):
-    """The configuration file cannot be read or does not validate."""
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -235,27 +238,15 @@ def _check_semantics(cfg: AgentConfig) -> None:
             )
 
 
-def _dec_hook(type_: type, obj: object) -> object:
-    if type_ is Path and isinstance(obj, str):
-        return Path(obj)
-    raise NotImplementedError(f"cannot decode {type_!r}")
-
-
 def parse_config(text: bytes | str, *, source: str = "<config>") -> AgentConfig:
     """Decode and validate a TOML configuration; errors say what and where."""
-    try:
-        raw = msgspec.toml.decode(text)
-    except msgspec.DecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    raw = toml_to_builtins(text, source=source)
     if isinstance(raw, dict) and isinstance(raw.get("devices"), list):
         # ``source`` tags the device union; configs from before it existed mean the simulator.
         for device in raw["devices"]:
             if isinstance(device, dict):
                 device.setdefault("source", "simulator")
-    try:
-        cfg = msgspec.convert(raw, type=AgentConfig, dec_hook=_dec_hook)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
+    cfg = convert(raw, AgentConfig, source=source)
     try:
         _check_semantics(cfg)
     except ConfigError as exc:
@@ -264,20 +255,9 @@ def parse_config(text: bytes | str, *, source: str = "<config>") -> AgentConfig:
 
 
 def load_config(path: Path) -> AgentConfig:
-    try:
-        text = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    return parse_config(text, source=str(path))
+    return parse_config(read_bytes(path), source=str(path))
 
 
 def read_password(cfg: MqttConfig) -> str | None:
     """The MQTT password from its file (stripped), or None."""
-    if cfg.password_file is None:
-        return None
-    try:
-        return cfg.password_file.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read MQTT password file {cfg.password_file}: {exc.strerror}"
-        ) from exc
+    return read_secret_file(cfg.password_file, "MQTT password")

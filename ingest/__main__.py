@@ -15,7 +15,8 @@ import signal
 import sys
 from pathlib import Path
 
-from ingest.config import ConfigError, load_config, read_password, secret_from_env
+from core.config import ConfigError, secret_from_env
+from ingest.config import load_config, read_password
 from ingest.host import PrimaryHost
 
 log = logging.getLogger("ingest")

@@ -6,7 +6,6 @@ password are read from the environment variables or files it names.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -14,12 +13,14 @@ import msgspec
 from msgspec import Meta
 
 from core import conventions
+from core.config import (
+    convert,
+    read_bytes,
+    read_secret_file,
+    toml_to_builtins,
+)
 
 Port = Annotated[int, Meta(ge=1, le=65535)]
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be read or does not validate."""
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -93,43 +94,13 @@ class IngestConfig(_Strict, kw_only=True, frozen=True):
     kpi: KpiSettings = msgspec.field(default_factory=KpiSettings)
 
 
-def _dec_hook(type_: type, obj: object) -> object:
-    if type_ is Path and isinstance(obj, str):
-        return Path(obj)
-    raise NotImplementedError(f"cannot decode {type_!r}")
-
-
 def parse_config(text: bytes | str, *, source: str = "<config>") -> IngestConfig:
-    try:
-        return msgspec.toml.decode(text, type=IngestConfig, dec_hook=_dec_hook)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    return convert(toml_to_builtins(text, source=source), IngestConfig, source=source)
 
 
 def load_config(path: Path) -> IngestConfig:
-    try:
-        text = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    return parse_config(text, source=str(path))
-
-
-def secret_from_env(name: str) -> str:
-    """A connection string from the environment; the error names the variable, not a value."""
-    value = os.environ.get(name)
-    if not value:
-        raise ConfigError(f"environment variable {name} is not set")
-    return value
+    return parse_config(read_bytes(path), source=str(path))
 
 
 def read_password(cfg: MqttConfig) -> str | None:
-    if cfg.password_file is None:
-        return None
-    try:
-        return cfg.password_file.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read MQTT password file {cfg.password_file}: {exc.strerror}"
-        ) from exc
+    return read_secret_file(cfg.password_file, "MQTT password")
