@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import faulthandler
+import io
 import logging
 import signal
 import sys
@@ -159,8 +160,6 @@ async def _run(agent: EdgeAgent) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    # `kill -USR1 <pid>` prints every thread's stack to stderr: for a stuck agent in the field.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -185,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         for reason in reasons:
             print(f"{'healthy' if healthy else 'UNHEALTHY'}: {reason}")
         return 0 if healthy else 1
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: for a stuck agent in the field.
+    with contextlib.suppress(io.UnsupportedOperation, ValueError):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     asyncio.run(_run(EdgeAgent(cfg, password=password)))
     return 0
 
