@@ -313,8 +313,8 @@ class Bench:
             "p50_ms": percentile(lat, 0.5),
             "p99_ms": percentile(lat, 0.99),
             "max_ms": max((ms for ms, _ in lat), default=float("nan")),
-            "to_worker_p50_ms": received[0] / 1000,
-            "to_worker_p99_ms": received[1] / 1000,
+            "to_worker_p50_ms": None if received[0] is None else received[0] / 1000,
+            "to_worker_p99_ms": None if received[1] is None else received[1] / 1000,
             "worker_peak_rss_mib": rss,
         }
 
@@ -568,10 +568,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="N for the N-worker run (1: skip)")
     parser.add_argument("--latency-rate", type=float, default=50_000.0)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--save", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args()
     if args.quick:
         args.workers = 1
     report = run(args)
+    if args.save:
+        args.save.write_text(json.dumps(report, indent=2))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
