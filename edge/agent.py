@@ -306,11 +306,15 @@ class EdgeAgent:
         live = {d: s for d, s in taken.items() if d not in self._historical_devices}
         replayed = {d: s for d, s in taken.items() if d in self._historical_devices}
         batches: list[Batch] = []
+        limit = self._cfg.publish.max_metrics_per_message
         for part, historical in ((live, False), (replayed, True)):
-            if part:
+            # A batch travels as one message: at most ``limit`` samples per batch.
+            start = 0
+            while chunk := {d: v[start : start + limit] for d, v in part.items() if v[start:]}:
                 batches += await self._db(
-                    self._queue.commit, part, now_ms=self._clock(), historical=historical
+                    self._queue.commit, chunk, now_ms=self._clock(), historical=historical
                 )
+                start += limit
         for samples in taken.values():
             for s in samples:
                 self._current[s.alias] = s.value
@@ -392,7 +396,6 @@ class EdgeAgent:
         """
         if not batches:
             return 0
-        limit = self._cfg.publish.max_metrics_per_message
         compress_hist = self._cfg.publish.compress_historical
         compress_live = self._cfg.publish.compress_live
         sent_bytes = 0
@@ -408,16 +411,17 @@ class EdgeAgent:
                 if client is None or not self._live:
                     break
                 try:
-                    for start in range(0, len(samples), limit):
-                        out = self.session.data(
-                            batch.device,
-                            samples[start : start + limit],
-                            historical=historical or batch.historical,
-                            batch=batch.id,
-                            compress=compress,
-                        )
-                        await client.publish(str(out.topic), out.payload, qos=0, retain=False)
-                        sent_bytes += len(out.payload)
+                    # One batch, one message: the host acknowledges a batch number once it
+                    # stored that message, so a batch must never be split over messages.
+                    out = self.session.data(
+                        batch.device,
+                        samples,
+                        historical=historical or batch.historical,
+                        batch=batch.id,
+                        compress=compress,
+                    )
+                    await client.publish(str(out.topic), out.payload, qos=0, retain=False)
+                    sent_bytes += len(out.payload)
                 except aiomqtt.MqttError as exc:
                     log.info("publish failed, batches stay queued: %s", exc)
                     break

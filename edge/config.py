@@ -72,7 +72,7 @@ class PublishConfig(_Strict, kw_only=True, frozen=True):
     link_bytes_per_s: PositiveInt = 12_500
     #: Share of that capacity replay (historical data) may take; live data always goes first.
     replay_share: Share = 0.5
-    #: Most metrics in one data message.
+    #: Most samples in one batch, and so in one data message (a batch is never split).
     max_metrics_per_message: Annotated[int, Meta(ge=1, le=10_000)] = 500
     #: How often node metrics (queue depth, ...) are published when changed, and the status
     #: file for ``derrick-edge health`` is written.
