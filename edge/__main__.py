@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core.config import ConfigError
+from core.runtime import run_until_signal
 from edge.agent import EdgeAgent
 from edge.config import (
     AgentConfig,
@@ -127,37 +128,6 @@ def _opcua_browse(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dump_tasks() -> None:
-    """`kill -USR2 <pid>`: print where every asyncio task waits (a stuck agent)."""
-    for task in asyncio.all_tasks():
-        print(f"--- task {task.get_name()}", file=sys.stderr)
-        task.print_stack(file=sys.stderr)
-    sys.stderr.flush()
-
-
-async def _run(agent: EdgeAgent) -> None:
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    stopping = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    loop.add_signal_handler(signal.SIGUSR2, _dump_tasks)
-    runner = asyncio.create_task(agent.run(), name="edge-agent")
-    waiter = asyncio.create_task(stopping.wait(), name="stop-signal")
-    done, _ = await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    if runner in done:
-        waiter.cancel()
-        runner.result()
-        return
-    log.info("stopping: NDEATH, final commit")
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(agent.stop_gracefully(), 2)
-    runner.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await runner
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -187,7 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     # `kill -USR1 <pid>` prints every thread's stack to stderr: for a stuck agent in the field.
     with contextlib.suppress(io.UnsupportedOperation, ValueError):
         faulthandler.register(signal.SIGUSR1, all_threads=True)
-    asyncio.run(_run(EdgeAgent(cfg, password=password)))
+    agent = EdgeAgent(cfg, password=password)
+    asyncio.run(
+        run_until_signal(
+            agent.run(),
+            name="edge-agent",
+            farewell=[(agent.stop_gracefully, 2.0)],
+            stopping_message="NDEATH, final commit",
+        )
+    )
     return 0
 
 

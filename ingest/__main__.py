@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from pathlib import Path
 
 from core.config import ConfigError, secret_from_env
+from core.runtime import run_until_signal
 from ingest.config import load_config, read_password
 from ingest.host import PrimaryHost
 
@@ -29,28 +28,6 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run")
     run.add_argument("--config", type=Path, required=True)
     return parser
-
-
-async def _run(host: PrimaryHost) -> None:
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    runner = asyncio.create_task(host.run(), name="primary-host")
-    waiter = asyncio.create_task(stopping.wait(), name="stop-signal")
-    done, _ = await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    if runner in done:
-        waiter.cancel()
-        runner.result()
-        return
-    log.info("stopping: final flush, STATE offline")
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(host.flush(), 5)
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(host.stop_gracefully(), 2)
-    runner.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await runner
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"derrick-ingest: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(_run(PrimaryHost(cfg, ilp_conf=ilp_conf, pg_dsn=pg_dsn, password=password)))
+    host = PrimaryHost(cfg, ilp_conf=ilp_conf, pg_dsn=pg_dsn, password=password)
+    asyncio.run(
+        run_until_signal(
+            host.run(),
+            name="primary-host",
+            farewell=[(host.flush, 5.0), (host.stop_gracefully, 2.0)],
+            stopping_message="final flush, STATE offline",
+        )
+    )
     return 0
 
 
