@@ -50,7 +50,10 @@ def test_every_version_is_detected_and_translated(tmp_path: Path, version: str, 
 
 
 def test_v1_spool_days_v14_gzips_closed_days(tmp_path: Path) -> None:
-    build_appliance(tmp_path, "s017-a001", "v1.4", seed=3, now_s=NOW)
+    # 18:00 UTC of today: readings (the last ~30 h up to an hour ago) fall on two UTC days
+    # and some on today, whatever time the test runs (just after midnight there are none).
+    evening = NOW - NOW % 86400 + 18 * 3600
+    build_appliance(tmp_path, "s017-a001", "v1.4", seed=3, now_s=evening)
     names = sorted(p.name for p in (tmp_path / "var/lib/cdd/spool").iterdir())
     assert names[0] == ".collected" and names[-1].endswith(".csv")
     assert all(n.endswith(".csv.gz") for n in names[1:-1]) and len(names) >= 3
