@@ -42,6 +42,8 @@ class SparkplugObserver:
         self._host, self._port, self._filter = host, port, topic_filter
         self._births: dict[tuple[str, str], dict[int, tuple[str, str, DataType]]] = {}
         self.rows: set[Row] = set()
+        #: The Derrick batch number each row arrived in (the last one, if re-sent).
+        self.row_batch: dict[Row, int | None] = {}
         #: Every metric a birth declared: (group, node, device, name) -> (alias, datatype).
         self.declared: dict[tuple[str, str, str, str], tuple[int | None, DataType | None]] = {}
         self.counts: Counter[str] = Counter()
@@ -121,6 +123,13 @@ class SparkplugObserver:
                     self.live_delays.append((received, m.timestamp))
                 if m.is_null or not isinstance(m.value, int | float) or m.timestamp is None:
                     continue
-                self.rows.add(
-                    (m.timestamp, topic.group_id, topic.edge_node_id, device, name, float(m.value))
+                row = (
+                    m.timestamp,
+                    topic.group_id,
+                    topic.edge_node_id,
+                    device,
+                    name,
+                    float(m.value),
                 )
+                self.rows.add(row)
+                self.row_batch[row] = decoded.batch

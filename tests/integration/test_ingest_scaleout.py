@@ -122,7 +122,11 @@ def test_two_workers_by_site_and_one_killed(
             for w in workers.values():
                 w.stop()
     missing = published - set(rows)
-    assert not missing, f"{len(missing)} of {len(published)} missing: {sorted(missing)[:3]}"
+    batches = sorted({observer.row_batch.get(r) for r in missing}, key=str)
+    assert not missing, (
+        f"{len(missing)} of {len(published)} missing, in batches {batches}: "
+        f"{sorted(missing)[:3]}; see {tmp_path}"
+    )
     keys = [r[:5] for r in rows]
     assert len(keys) == len(set(keys)), "stored twice"
     assert {n for (_, n) in targets} == {"s010-a001", "s010-a002", "s011-a001", "s011-a002"}
