@@ -1,7 +1,8 @@
 """The Sparkplug Primary Host: STATE, node sessions, storage and end-to-end acknowledgement.
 
-Tasks (one ``TaskGroup``): ``mqtt`` (connection loop: STATE Will and birth, subscriptions,
-message dispatch) and ``flusher`` (every ``flush_interval_ms``: hand the current row set to
+Tasks (one ``TaskGroup``): ``mqtt`` (connection loop: STATE Will and birth, subscriptions),
+``follow-ups`` (the MQTT replies a message calls for: rebirth requests, re-asserting STATE)
+and ``flusher`` (every ``flush_interval_ms``: hand the current row set to
 the writer thread, then acknowledge the batches QuestDB accepted, and ask nodes whose seq gap
 outlived the reorder timeout to rebirth).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -45,6 +46,24 @@ T = TypeVar("T")
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def dispatch_queue(
+    handler: Callable[[aiomqtt.Message], None],
+) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """An incoming-message "queue" for aiomqtt that hands each message to ``handler`` at once.
+
+    aiomqtt's own iterator costs a task and an ``asyncio.wait`` per message (as much as
+    decoding and storing it); the host's handling of a message is synchronous (decode, rows
+    into buffers, no I/O), so it runs right in paho's read callback. Nothing is ever queued:
+    ``client.messages`` then only ends, with ``MqttError``, when the connection drops.
+    """
+
+    class DispatchQueue(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            handler(item)
+
+    return DispatchQueue
 
 
 def create_tables(pg_dsn: str, tables: TableSet) -> None:
@@ -91,6 +110,10 @@ class PrimaryHost:
         )
         self.counters: Counter[str] = Counter()
         self.online = asyncio.Event()
+        #: Replies messages call for (rebirth requests, STATE re-assertion), sent by the
+        #: ``follow-ups`` task: message handling itself never awaits.
+        self._followups: deque[tuple[NodeState | None, str]] = deque()
+        self._followup_ready = asyncio.Event()
         self._stopping = False
         self._failures_in_row = 0
         self._retry_delay = 0.0
@@ -121,6 +144,7 @@ class PrimaryHost:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._mqtt_loop(), name="mqtt")
+                tg.create_task(self._followup_loop(), name="follow-ups")
                 tg.create_task(self._flush_loop(), name="flusher")
                 if self.kpi is not None:
                     tg.create_task(self.kpi.run(ready=self.online), name="kpi-node")
@@ -160,6 +184,7 @@ class PrimaryHost:
             keepalive=self._cfg.mqtt.keepalive_s,
             will=will,
             protocol=aiomqtt.ProtocolVersion.V311,
+            queue_type=dispatch_queue(self._dispatch),
         )
         async with client:
             self._client = client
@@ -180,10 +205,8 @@ class PrimaryHost:
                 )
                 self.online.set()
                 log.info("primary host %s online", self._settings.primary_host_id)
-                async for message in client.messages:
-                    await self._on_message(
-                        str(message.topic), bytes(message.payload), retained=message.retain
-                    )
+                async for _ in client.messages:  # never yields: see dispatch_queue
+                    raise AssertionError("messages are dispatched, never queued")
             finally:
                 self._client = None
 
@@ -195,13 +218,24 @@ class PrimaryHost:
             payload = encode_state(StatePayload(online=False, timestamp=self._clock()))
             await client.publish(str(self._state_topic), payload, qos=1, retain=True)
 
-    async def _on_message(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
+    def _dispatch(self, message: aiomqtt.Message) -> None:
+        try:
+            self.on_message(message.topic.value, bytes(message.payload), retained=message.retain)
+        except Exception:
+            # A bug, not bad input (bad input becomes a dead letter): never let it break
+            # the connection, never swallow it silently.
+            self.counters["handler_errors"] += 1
+            log.exception("message on %s not handled", message.topic.value)
+
+    def on_message(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
+        """Handle one message: decode, node state, rows into the current row set.
+        Synchronous and free of I/O; the replies it calls for go to the follow-up task."""
         self.counters["messages"] += 1
         outcome = self.processor.process(topic, payload)
         # A retained offline STATE delivered on subscribe predates our own birth (which
         # replaces it); a live one means someone declared us offline: re-assert at once.
         if outcome.state is False and not retained:
-            await self._reassert_online()
+            self._follow_up(None, "reassert")
         for dead in outcome.dead_letters:
             self.counters[f"dead_letters.{dead.reason}"] += 1
             log.warning(
@@ -215,7 +249,25 @@ class PrimaryHost:
         if self.kpi is not None and outcome.numeric:
             self.kpi.observe(outcome.numeric)
         if outcome.rebirth and outcome.node is not None:
-            await self._request_rebirth(outcome.node, outcome.rebirth)
+            self._follow_up(outcome.node, outcome.rebirth)
+
+    def _follow_up(self, node: NodeState | None, reason: str) -> None:
+        self._followups.append((node, reason))
+        self._followup_ready.set()
+
+    async def _followup_loop(self) -> None:
+        while True:
+            await self._followup_ready.wait()
+            self._followup_ready.clear()
+            while self._followups:
+                node, reason = self._followups.popleft()
+                try:
+                    if node is None:
+                        await self._reassert_online()
+                    else:
+                        await self._request_rebirth(node, reason)
+                except aiomqtt.MqttError as exc:
+                    log.info("follow-up (%s) not sent: %s", reason, exc)
 
     def _store(self, outcome: Outcome) -> None:
         rows = self._current
@@ -283,11 +335,17 @@ class PrimaryHost:
 
     async def _flush_loop(self) -> None:
         interval = self._settings.flush_interval_ms / 1000
+        # Gaps are a matter of seconds: walking every node on each flush would cost more
+        # than the check is worth with thousands of nodes.
+        gap_every = min(1.0, self._settings.reorder_timeout_ms / 2000)
+        gaps_checked = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             await self.flush()
             await self._send_acks()  # those held back by ack_interval_ms
-            await self._check_gaps()
+            if time.monotonic() - gaps_checked >= gap_every:
+                gaps_checked = time.monotonic()
+                await self._check_gaps()
 
     async def flush(self) -> bool:
         """Flush everything pending; acknowledge what QuestDB accepted. True if all went."""
