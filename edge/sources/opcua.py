@@ -38,6 +38,7 @@ from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.common.subscription import DataChangeNotif, Subscription
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaError
 
 from edge.config import OpcUaDevice
@@ -122,7 +123,8 @@ class OpcUaSource:
         self._device = device
         self._publishing_ms = float(publishing_interval_ms)
         self._node_ids = {s.tag: ua.NodeId.from_string(s.node_id or "") for s in device.sensors}
-        self._handles: list[int] = []
+        #: (client handle, server handle) of each monitored item of the current session.
+        self._items: list[tuple[int, int]] = []
         self.sampling_ms: float | None = None
         self.connects = 0
 
@@ -181,16 +183,19 @@ class OpcUaSource:
             sampling = self._sampling_ms(sink)
             nodes: list[Node] = [client.get_node(nid) for nid in self._node_ids.values()]
             # Every sample, not only changed values (trigger StatusValueTimestamp): the agent's
-            # rates and deadband decide what is kept, as for local channels. asyncua's public
-            # subscribe_data_change takes no filter; _subscribe is what it calls.
-            trigger = ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValueTimestamp)
-            results: list[int | ua.StatusCode] = await sub._subscribe(
-                list(nodes),
-                mfilter=trigger,
-                queuesize=self._queue_size(sampling),
-                sampling_interval=ua.Double(sampling),
-            )
-            self._handles = [h for h in results if isinstance(h, int)]
+            # rates and deadband decide what is kept, as for local channels.
+            # subscribe_data_change takes no filter: the items are built here and created
+            # with asyncua's public low-level create_monitored_items (our client handles).
+            requests = [
+                self._item_request(client_handle, node, sampling)
+                for client_handle, node in enumerate(nodes, start=1)
+            ]
+            results = await sub.create_monitored_items(requests)
+            self._items = [
+                (client_handle, result)
+                for client_handle, result in enumerate(results, start=1)
+                if isinstance(result, int)
+            ]
             for tag, result in zip(self._node_ids, results, strict=True):
                 if not isinstance(result, int):
                     log.warning("OPC UA %s: cannot monitor %s: %s", dev.endpoint, tag, result)
@@ -199,7 +204,7 @@ class OpcUaSource:
             log.info(
                 "OPC UA %s: %d monitored items, sampling %.0f ms, publishing %.0f ms",
                 dev.endpoint,
-                len(self._handles),
+                len(self._items),
                 sampling,
                 self._publishing_ms,
             )
@@ -237,20 +242,32 @@ class OpcUaSource:
     def _queue_size(self, sampling_ms: float) -> int:
         return max(1, math.ceil(self._publishing_ms / sampling_ms) * 2)
 
+    def _parameters(self, client_handle: int, sampling_ms: float) -> ua.MonitoringParameters:
+        return ua.MonitoringParameters(
+            ClientHandle=client_handle,
+            SamplingInterval=sampling_ms,
+            QueueSize=self._queue_size(sampling_ms),
+            DiscardOldest=True,
+            Filter=ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValueTimestamp),
+        )
+
+    def _item_request(
+        self, client_handle: int, node: Node, sampling_ms: float
+    ) -> ua.MonitoredItemCreateRequest:
+        return ua.MonitoredItemCreateRequest(
+            ItemToMonitor=ua.ReadValueId(NodeId=node.nodeid, AttributeId=AttributeIds.Value),
+            MonitoringMode=ua.MonitoringMode.Reporting,
+            RequestedParameters=self._parameters(client_handle, sampling_ms),
+        )
+
     async def _modify(self, sub: Subscription, sampling_ms: float) -> None:
         """One ModifyMonitoredItems request for every item (a mode change)."""
         params = ua.ModifyMonitoredItemsParameters()
         params.SubscriptionId = sub.subscription_id
-        for item in sub._monitored_items.values():  # asyncua keeps them; no public accessor
+        for client_handle, server_handle in self._items:
             request = ua.MonitoredItemModifyRequest()
-            request.MonitoredItemId = item.server_handle
-            request.RequestedParameters = ua.MonitoringParameters(
-                ClientHandle=item.client_handle,
-                SamplingInterval=sampling_ms,
-                QueueSize=self._queue_size(sampling_ms),
-                DiscardOldest=True,
-                Filter=item.mfilter,
-            )
+            request.MonitoredItemId = server_handle
+            request.RequestedParameters = self._parameters(client_handle, sampling_ms)
             params.ItemsToModify.append(request)
         results = await sub.server.modify_monitored_items(params)
         revised = {r.RevisedSamplingInterval for r in results}
