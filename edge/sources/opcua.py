@@ -116,6 +116,25 @@ class _Handler:
             self.lost.set()
 
 
+async def opcua_client(device: OpcUaDevice) -> Client:
+    """A not yet connected client for ``device``: endpoint, timeouts, application URI and,
+    for ``SignAndEncrypt``, Basic256Sha256 with the configured certificates."""
+    client = Client(
+        device.endpoint, timeout=device.request_timeout_s, watchdog_intervall=device.watchdog_s
+    )
+    client.application_uri = device.application_uri
+    client.name = "Derrick edge agent"
+    if device.security == "SignAndEncrypt":
+        await client.set_security(
+            SecurityPolicyBasic256Sha256,
+            certificate=str(device.certificate),
+            private_key=str(device.private_key),
+            server_certificate=str(device.server_certificate),
+            mode=ua.MessageSecurityMode.SignAndEncrypt,
+        )
+    return client
+
+
 class OpcUaSource:
     """One OPC UA server: see the module docstring."""
 
@@ -152,26 +171,9 @@ class OpcUaSource:
             if not up:
                 delay = min(delay * 2, self._device.reconnect_max_s)
 
-    def _client(self) -> Client:
-        dev = self._device
-        client = Client(
-            dev.endpoint, timeout=dev.request_timeout_s, watchdog_intervall=dev.watchdog_s
-        )
-        client.application_uri = dev.application_uri
-        client.name = "Derrick edge agent"
-        return client
-
     async def _session(self, sink: ReadingSink, came_up: Callable[[], Awaitable[None]]) -> None:
         dev = self._device
-        client = self._client()
-        if dev.security == "SignAndEncrypt":
-            await client.set_security(
-                SecurityPolicyBasic256Sha256,
-                certificate=str(dev.certificate),
-                private_key=str(dev.private_key),
-                server_certificate=str(dev.server_certificate),
-                mode=ua.MessageSecurityMode.SignAndEncrypt,
-            )
+        client = await opcua_client(dev)
         tags = {nid: tag for tag, nid in self._node_ids.items()}
         handler = _Handler(tags, sink)
         await client.connect(auto_reconnect=False)

@@ -14,13 +14,12 @@ from collections.abc import Sequence
 
 import msgspec
 from asyncua import ua
-from asyncua.client.client import Client
 from asyncua.common.node import Node
-from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.uaerrors import UaError
 
 from core.tags import TAGS
 from edge.config import OpcUaDevice
+from edge.sources.opcua import opcua_client
 
 _NUMERIC = {
     ua.VariantType.Double, ua.VariantType.Float, ua.VariantType.Int16, ua.VariantType.Int32,
@@ -48,16 +47,7 @@ def match_tag(browse_name: str, node_id: str) -> str | None:
 
 async def browse(device: OpcUaDevice, *, max_depth: int = 6) -> list[Proposal]:
     """Numeric variables under the server's Objects folder, skipping the Server object."""
-    client = Client(device.endpoint, timeout=device.request_timeout_s)
-    client.application_uri = device.application_uri
-    if device.security == "SignAndEncrypt":
-        await client.set_security(
-            SecurityPolicyBasic256Sha256,
-            certificate=str(device.certificate),
-            private_key=str(device.private_key),
-            server_certificate=str(device.server_certificate),
-            mode=ua.MessageSecurityMode.SignAndEncrypt,
-        )
+    client = await opcua_client(device)
     found: list[Proposal] = []
     try:
         async with client:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
-from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -15,11 +14,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edge.config import OpcUaDevice, parse_config
-from edge.sources.base import Reading
 from edge.sources.opcua import OpcUaSource
 from edge.sources.opcua_browse import browse, proposal_toml
 from harness.opcua_rig import RigServer
 from harness.ports import allocate_port
+from tests.edge.sinks import RecordingSink
 
 HEAD = """
 [node]
@@ -90,21 +89,6 @@ def make_cert(directory: Path, name: str, uri: str) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-class _Sink:
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self.states: list[bool] = []
-
-    def deliver(self, readings: Sequence[Reading]) -> None:
-        self.readings.extend(readings)
-
-    async def online(self, up: bool) -> None:
-        self.states.append(up)
-
-    def interval_s(self) -> float:
-        return 0.2
-
-
 async def test_sign_and_encrypt_subscription_and_browse_proposal(tmp_path: Path) -> None:
     server_cert, server_key = make_cert(tmp_path, "server", "urn:derrick:rig-sim:server")
     client_cert, client_key = make_cert(tmp_path, "edge", "urn:derrick:edge")
@@ -135,7 +119,7 @@ async def test_sign_and_encrypt_subscription_and_browse_proposal(tmp_path: Path)
             ("SPP", "psi", "ns=2;s=Rig.SPP"),
         }  # fmt: skip
         # A subscription over Sign & Encrypt delivers the server's values.
-        source, sink = OpcUaSource(device, publishing_interval_ms=100), _Sink()
+        source, sink = OpcUaSource(device, publishing_interval_ms=100), RecordingSink(0.2)
         task = asyncio.create_task(source.run(sink))
         try:
             for _ in range(100):

@@ -4,7 +4,6 @@ value mapping, and quality from the source through the queue, the wire and the i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from edge.sources.csv_replay import CsvReplaySource, parse_time
 from edge.sources.opcua import reading_of
 from edge.sources.simulator import DrillingSimulator
 from ingest.pipeline import MessageProcessor
+from tests.edge.sinks import RecordingSink
 
 HEAD = """
 [node]
@@ -159,21 +159,6 @@ def test_quality_travels_through_queue_and_wire_and_the_ingest_does_not_store_ba
     assert outcome.not_good == 1 and outcome.batches == [batch.id] and not outcome.dead_letters
 
 
-class _Sink:
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self.states: list[bool] = []
-
-    def deliver(self, readings: Sequence[Reading]) -> None:
-        self.readings.extend(readings)
-
-    async def online(self, up: bool) -> None:
-        self.states.append(up)
-
-    def interval_s(self) -> float:
-        return 1.0
-
-
 def test_parse_time_accepts_epoch_seconds_milliseconds_and_iso() -> None:
     assert parse_time("1700000000") == 1_700_000_000_000
     assert parse_time("1700000000123") == 1_700_000_000_123
@@ -198,7 +183,7 @@ async def test_csv_replay_maps_columns_keeps_row_times_and_paces_faster_than_rea
     )
     device = cfg.devices[0]
     assert isinstance(device, CsvDevice)
-    source, sink = CsvReplaySource(device), _Sink()
+    source, sink = CsvReplaySource(device), RecordingSink()
     loop = asyncio.get_running_loop()
     started = loop.time()
     await source.run(sink)
