@@ -69,8 +69,11 @@ class IngestSettings(_Strict, kw_only=True, frozen=True):
     max_pending_rows: Annotated[int, Meta(ge=1000)] = 500_000
     max_payload_bytes: Annotated[int, Meta(ge=1024)] = 4 * 1024 * 1024
     #: At most one acknowledgement (NCMD) per node in this period; acks are cumulative.
-    #: Keep it well under the edges' ``ack_timeout_ms`` (15 s by default).
-    ack_interval_ms: Annotated[int, Meta(ge=0, le=60_000)] = 1000
+    #: Keep it well under the edges' ``ack_timeout_ms`` (15 s by default). An appliance
+    #: publishes about once a second, so at 1 s the worker would publish one NCMD per message
+    #: it receives (an MQTT publish costs about what storing the message does); at 5 s, one
+    #: per five, and an edge keeps at most ~5 s more in its queue.
+    ack_interval_ms: Annotated[int, Meta(ge=0, le=60_000)] = 5000
     #: How long a seq gap may stay open before the node is asked to rebirth.
     reorder_timeout_ms: Annotated[int, Meta(ge=0)] = 2000
     #: At most one rebirth request per node in this period.
