@@ -47,7 +47,8 @@ class Rig:
             ilp_conf=questdb.ilp_conf,
             pg_dsn=questdb.pg_dsn,
             table_prefix=self.prefix,
-            extra="flush_interval_ms = 100",
+            # the edges here re-send after 3 s (ack_timeout_ms): acks must come sooner
+            extra="flush_interval_ms = 100\nack_interval_ms = 1000",
         )
         self.edges: dict[str, ManagedProcess] = {}
         self.observer = SparkplugObserver("127.0.0.1", broker.port)

@@ -55,7 +55,8 @@ def test_two_workers_by_site_and_one_killed(
             table_prefix=prefix,
             worker=f"w-{site}",
             groups=[site],
-            extra="flush_interval_ms = 100",
+            # the edges here re-send after 3 s (ack_timeout_ms): acks must come sooner
+            extra="flush_interval_ms = 100\nack_interval_ms = 1000",
         )
         for site in ("s010", "s011")
     }
