@@ -59,6 +59,7 @@ def _acked(queue_db: Path) -> int:
     return 0 if row is None else int(row[0])
 
 
+@pytest.mark.timeout(480)  # ~70 s idle; 217 s measured at load average 64
 def test_bridge_cut_for_30_s_every_value_stored_exactly_once(
     tmp_path: Path, questdb: QuestDB
 ) -> None:
