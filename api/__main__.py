@@ -9,7 +9,7 @@
     python -m api site    ID TENANT [--timezone Z]
     python -m api provision APPLIANCE                (prints the MQTT password once)
     python -m api retire    APPLIANCE
-    python -m api service-account NAME               (prints the MQTT password once)
+    python -m api service-account NAME [--role R --site S] (prints the MQTT password once)
     python -m api broker-files DIR                   (Mosquitto passwd + ACL, EMQX exports)
 
 Connection strings come from environment variables (named by ``--dsn-env``, default
@@ -28,6 +28,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from api import config, keys, migrate, registry
+from api.broker_auth import ServiceRole
 from api.errors import ApiError
 from core.tables import TableSet
 
@@ -105,7 +106,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--timezone", default="UTC")
     for name in ("provision", "retire"):
         sub.add_parser(name).add_argument("appliance")
-    sub.add_parser("service-account").add_argument("name")
+    s = sub.add_parser("service-account")
+    s.add_argument("name")
+    s.add_argument(
+        "--role", choices=[r.value for r in ServiceRole], default=ServiceRole.PRIMARY_HOST.value
+    )
+    s.add_argument("--site", help="the site a site_gateway account serves")
     sub.add_parser("broker-files").add_argument("directory", type=Path)
     return p
 
@@ -149,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
                     registry.retire(conn, args.appliance)
             case "service-account":
                 with _registry_conn(args) as conn:
-                    print(registry.create_service_account(conn, args.name).password)
+                    account = registry.create_service_account(
+                        conn, args.name, ServiceRole(args.role), args.site
+                    )
+                print(account.password)
             case "broker-files":
                 with _registry_conn(args) as conn:
                     for name, path in registry.write_broker_files(conn, args.directory).items():

@@ -6,8 +6,10 @@ values render as:
 
 - a **Mosquitto** password-file line, ``user:$7$<iterations>$<b64 salt>$<b64 key>`` (the
   PBKDF2-SHA512 format of ``mosquitto_passwd`` in Mosquitto 2.x), and an ``acl_file`` block
-  letting the node publish and subscribe only under ``spBv1.0/<site>/+/<node>`` (and
-  ``.../#`` for its devices) and read the Primary Host's ``spBv1.0/STATE/+``;
+  letting the node publish only its own births, data and deaths
+  (``spBv1.0/<site>/{NBIRTH,NDATA,NDEATH}/<node>``, ``.../{DBIRTH,DDATA,DDEATH}/<node>/+``)
+  and read only its own commands and the Primary Host's ``spBv1.0/STATE/+``. Cloud service
+  accounts get the rules of their :class:`ServiceRole` (Primary Host, reader, site gateway);
 - an **EMQX** 5 built-in-database user for ``import_users`` (JSON: ``user_id``,
   ``password_hash`` as lowercase hex, ``salt``, ``is_superuser``), for an authenticator with
   ``password_hash_algorithm {name = pbkdf2, mac_fun = sha512, iterations = <n>,
@@ -21,6 +23,7 @@ file) and EMQX feeds the salt string's bytes to PBKDF2, so both see the same byt
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import hmac
 import json
@@ -79,14 +82,74 @@ def verify(credential: BrokerCredential, password: str) -> bool:
     return hmac.compare_digest(got, credential.dk_sha512)
 
 
-def node_topics(appliance_id: str) -> tuple[str, str]:
-    """The topic filters an appliance may use: its node topics and its devices' topics."""
-    site = site_of(appliance_id)
-    node = f"{NAMESPACE}/{site}/+/{appliance_id}"
-    return node, f"{node}/#"
+class ServiceRole(enum.StrEnum):
+    """What a cloud service account may do on the broker."""
+
+    #: Ingest workers: the Sparkplug Primary Host. Reads the whole namespace, publishes STATE,
+    #: NCMD/DCMD (acknowledgements, rebirth requests) and its own KPI edge node's topics.
+    PRIMARY_HOST = "primary_host"
+    #: Read-only consumers (the API's live feed).
+    READER = "reader"
+    #: A site gateway's bridge: carries its site's node topics up and commands + STATE down.
+    SITE_GATEWAY = "site_gateway"
 
 
+class ServiceAccount(msgspec.Struct, frozen=True):
+    username: str
+    role: ServiceRole = ServiceRole.PRIMARY_HOST
+    #: The site a SITE_GATEWAY serves (None for the other roles).
+    site: str | None = None
+
+
+#: Group of the ingest workers' KPI edge nodes (``[kpi] group_id`` in ingest's config).
+KPI_GROUP: Final = "derrick-cloud"
 STATE_FILTER: Final = f"{NAMESPACE}/STATE/+"
+
+
+class TopicRule(msgspec.Struct, frozen=True):
+    access: str  # "read" (subscribe/receive) or "write" (publish)
+    topic: str
+
+
+def node_rules(appliance_id: str) -> list[TopicRule]:
+    """An appliance publishes only its own node and device topics (births, data, deaths:
+    never commands), and reads only its own commands and the Primary Host's STATE."""
+    site = site_of(appliance_id)
+    node = f"{NAMESPACE}/{site}/{{}}/{appliance_id}"
+    rules = [TopicRule("write", node.format(t)) for t in ("NBIRTH", "NDATA", "NDEATH")]
+    rules += [TopicRule("write", node.format(t) + "/+") for t in ("DBIRTH", "DDATA", "DDEATH")]
+    rules += [
+        TopicRule("read", node.format("NCMD")),
+        TopicRule("read", node.format("DCMD") + "/+"),
+        TopicRule("read", STATE_FILTER),
+    ]
+    return rules
+
+
+def service_rules(account: ServiceAccount) -> list[TopicRule]:
+    match account.role:
+        case ServiceRole.PRIMARY_HOST:
+            return [
+                TopicRule("read", f"{NAMESPACE}/#"),
+                TopicRule("write", STATE_FILTER),
+                TopicRule("write", f"{NAMESPACE}/+/NCMD/+"),
+                TopicRule("write", f"{NAMESPACE}/+/DCMD/+/+"),
+                TopicRule("write", f"{NAMESPACE}/{KPI_GROUP}/#"),
+            ]
+        case ServiceRole.READER:
+            return [TopicRule("read", f"{NAMESPACE}/#")]
+        case ServiceRole.SITE_GATEWAY:
+            if account.site is None:
+                raise ValueError(f"site gateway account {account.username!r} has no site")
+            site = f"{NAMESPACE}/{account.site}"
+            rules = [TopicRule("write", f"{site}/{t}/+") for t in ("NBIRTH", "NDATA", "NDEATH")]
+            rules += [TopicRule("write", f"{site}/{t}/+/+") for t in ("DBIRTH", "DDATA", "DDEATH")]
+            return [
+                *rules,
+                TopicRule("read", f"{site}/NCMD/+"),
+                TopicRule("read", f"{site}/DCMD/+/+"),
+                TopicRule("read", STATE_FILTER),
+            ]
 
 
 # -- Mosquitto ------------------------------------------------------------------------------
@@ -106,20 +169,24 @@ def mosquitto_password_file(
     return "".join(f"{line}\n" for line in lines)
 
 
-def mosquitto_acl_file(appliances: Iterable[str], services: Iterable[str] = ()) -> str:
-    """``acl_file`` content: each appliance confined to its own topics; services see all."""
+def _as_accounts(services: Iterable[ServiceAccount | str]) -> list[ServiceAccount]:
+    return [s if isinstance(s, ServiceAccount) else ServiceAccount(s) for s in services]
+
+
+def mosquitto_acl_file(
+    appliances: Iterable[str], services: Iterable[ServiceAccount | str] = ()
+) -> str:
+    """``acl_file`` content: each appliance confined to its own topics, each service account
+    to its role (a bare name is a Primary Host). Anything not listed is denied."""
     out = ["# Generated by `python -m api broker-files`: do not edit.", ""]
-    for name in services:
-        out += [f"user {name}", f"topic readwrite {NAMESPACE}/#", ""]
+    for account in _as_accounts(services):
+        out.append(f"user {account.username}")
+        out += [f"topic {r.access} {r.topic}" for r in service_rules(account)]
+        out.append("")
     for appliance in appliances:
-        node, devices = node_topics(appliance)
-        out += [
-            f"user {appliance}",
-            f"topic readwrite {node}",
-            f"topic readwrite {devices}",
-            f"topic read {STATE_FILTER}",
-            "",
-        ]
+        out.append(f"user {appliance}")
+        out += [f"topic {r.access} {r.topic}" for r in node_rules(appliance)]
+        out.append("")
     return "\n".join(out)
 
 
@@ -142,14 +209,22 @@ def emqx_users_json(credentials: Iterable[BrokerCredential]) -> str:
     return json.dumps(users, indent=2) + "\n"
 
 
-def emqx_acl_conf(appliances: Iterable[str], services: Iterable[str] = ()) -> str:
-    """EMQX file authorization rules (``acl.conf``); the final rule denies everything else."""
+def _emqx_rules(username: str, rules: list[TopicRule]) -> list[str]:
+    out = []
+    for access, action in (("write", "publish"), ("read", "subscribe")):
+        topics = ", ".join(f'"{r.topic}"' for r in rules if r.access == access)
+        if topics:
+            out.append(f'{{allow, {{username, "{username}"}}, {action}, [{topics}]}}.')
+    return out
+
+
+def emqx_acl_conf(appliances: Iterable[str], services: Iterable[ServiceAccount | str] = ()) -> str:
+    """EMQX file authorization rules (``acl.conf``), the same rules as Mosquitto's; the final
+    rule denies everything else."""
     out = ["%% Generated by `python -m api broker-files`: do not edit."]
-    for name in services:
-        out.append(f'{{allow, {{username, "{name}"}}, all, ["{NAMESPACE}/#"]}}.')
+    for account in _as_accounts(services):
+        out += _emqx_rules(account.username, service_rules(account))
     for appliance in appliances:
-        node, devices = node_topics(appliance)
-        out.append(f'{{allow, {{username, "{appliance}"}}, all, ["{node}", "{devices}"]}}.')
-        out.append(f'{{allow, {{username, "{appliance}"}}, subscribe, ["{STATE_FILTER}"]}}.')
+        out += _emqx_rules(appliance, node_rules(appliance))
     out.append("{deny, all}.")
     return "\n".join(out) + "\n"

@@ -24,7 +24,7 @@ import msgspec
 import psycopg
 
 from api import broker_auth, keys
-from api.broker_auth import BrokerCredential, IssuedPassword
+from api.broker_auth import BrokerCredential, IssuedPassword, ServiceAccount, ServiceRole
 from api.errors import NotFoundError, RegistryError
 from core import queries
 from core.ids import IdError, check_appliance_id, check_site_id
@@ -232,20 +232,32 @@ def retire(conn: psycopg.Connection, appliance: str) -> None:
     log.info("retired %s (MQTT credential revoked)", appliance)
 
 
-def create_service_account(conn: psycopg.Connection, username: str) -> IssuedPassword:
-    """A broker account with access to the whole Sparkplug namespace (ingest, the API)."""
+def create_service_account(
+    conn: psycopg.Connection,
+    username: str,
+    role: ServiceRole = ServiceRole.PRIMARY_HOST,
+    site: str | None = None,
+) -> IssuedPassword:
+    """A broker account for a cloud service, confined to its role (or rotate its password):
+    ingest workers are Primary Hosts, the API's live feed a reader, a site's bridge a site
+    gateway (``site`` required)."""
+    if (role is ServiceRole.SITE_GATEWAY) != (site is not None):
+        raise RegistryError("a site is required for a site gateway account, and only for one")
     issued = broker_auth.issue_for(username)
     c = issued.credential
     try:
         conn.execute(
-            "INSERT INTO mqtt_service_accounts (username, salt, iterations, dk_sha512) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (username) DO UPDATE SET "
+            "INSERT INTO mqtt_service_accounts "
+            "(username, salt, iterations, dk_sha512, role, site_id) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (username) DO UPDATE SET "
             "salt = EXCLUDED.salt, iterations = EXCLUDED.iterations, "
-            "dk_sha512 = EXCLUDED.dk_sha512, issued_at = now()",
-            (c.username, c.salt, c.iterations, c.dk_sha512),
+            "dk_sha512 = EXCLUDED.dk_sha512, role = EXCLUDED.role, "
+            "site_id = EXCLUDED.site_id, issued_at = now()",
+            (c.username, c.salt, c.iterations, c.dk_sha512, role.value, site),
         )
     except psycopg.Error as exc:
         raise _refused(exc) from exc
+    log.info("service account %s (%s) issued", username, role.value)
     return issued
 
 
@@ -266,7 +278,12 @@ def broker_files(conn: psycopg.Connection) -> BrokerFiles:
     appliances = _credentials(conn, "mqtt_credentials")
     services = _credentials(conn, "mqtt_service_accounts")
     names = [c.username for c in appliances]
-    service_names = [c.username for c in services]
+    service_names = [
+        ServiceAccount(u, ServiceRole(r), s)
+        for u, r, s in conn.execute(
+            "SELECT username, role, site_id FROM mqtt_service_accounts ORDER BY username"
+        )
+    ]
     return BrokerFiles(
         mosquitto_passwd=broker_auth.mosquitto_password_file(appliances, services),
         mosquitto_acl=broker_auth.mosquitto_acl_file(names, service_names),

@@ -95,6 +95,9 @@ class EdgeSpec:
     #: Put the datatype on every metric of data messages (for decoders that need it).
     datatype_in_data: bool = False
     extra: str = ""
+    #: Broker credentials (a broker without anonymous access).
+    mqtt_username: str | None = None
+    mqtt_password_file: Path | None = None
 
     def toml(self, mqtt_ports: Sequence[int], queue_path: Path) -> str:
         servers = ", ".join(f'{{host = "127.0.0.1", port = {p}}}' for p in mqtt_ports)
@@ -107,6 +110,12 @@ class EdgeSpec:
             f"servers = [{servers}]",
             f"primary_host_id = {_q(self.primary_host_id)}",
             f"wait_for_primary_host = {str(self.wait_for_primary_host).lower()}",
+            *([f"username = {_q(self.mqtt_username)}"] if self.mqtt_username else []),
+            *(
+                [f"password_file = {_q(str(self.mqtt_password_file))}"]
+                if self.mqtt_password_file
+                else []
+            ),
             "",
             "[queue]",
             f"path = {_q(str(queue_path))}",
@@ -199,6 +208,8 @@ def ingest_process(
     groups: Sequence[str] = ("+",),
     primary_host_id: str = "derrick",
     extra: str = "",
+    mqtt_username: str | None = None,
+    mqtt_password_file: Path | None = None,
 ) -> ManagedProcess:
     """An ingest worker process; secrets reach it through the environment, not the file."""
     base_dir.mkdir(parents=True, exist_ok=True)
@@ -209,6 +220,8 @@ def ingest_process(
                 "[mqtt]",
                 'host = "127.0.0.1"',
                 f"port = {mqtt_port}",
+                *([f"username = {_q(mqtt_username)}"] if mqtt_username else []),
+                *([f"password_file = {_q(str(mqtt_password_file))}"] if mqtt_password_file else []),
                 "",
                 "[questdb]",
                 f"table_prefix = {_q(table_prefix)}",

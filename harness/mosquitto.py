@@ -13,8 +13,9 @@ from pathlib import Path
 
 from harness import locate
 from harness.errors import ServiceNotRunningError
-from harness.ports import allocate_port
+from harness.ports import allocate_port, is_listening
 from harness.service import Service
+from harness.tls import ScratchPki
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "broker" / "mosquitto" / "dev.conf.template"
 
@@ -45,6 +46,11 @@ class Mosquitto(Service):
     credentials; turn it off and pass ``password_file`` to require a login. ``acl_file``
     (optional) limits what each user may publish and subscribe to. ``verbose`` logs every
     packet (``log_type all``). :meth:`reload` (SIGHUP) rereads both files.
+
+    ``tls`` (a :class:`~harness.tls.ScratchPki`) adds a second loopback listener on
+    :attr:`tls_port` serving the PKI's server certificate; ``require_client_certificate``
+    makes that listener demand a client certificate signed by the same CA. Credentials and
+    ACLs apply to both listeners (``per_listener_settings false``).
     """
 
     name = "mosquitto"
@@ -57,6 +63,8 @@ class Mosquitto(Service):
         password_file: Path | None = None,
         acl_file: Path | None = None,
         verbose: bool = False,
+        tls: ScratchPki | None = None,
+        require_client_certificate: bool = False,
         startup_timeout: float = 30.0,
     ) -> None:
         if not insecure_allow_anonymous and password_file is None:
@@ -66,8 +74,11 @@ class Mosquitto(Service):
         self.password_file = password_file
         self.acl_file = acl_file
         self.verbose = verbose
+        self.tls = tls
+        self.require_client_certificate = require_client_certificate
         self._binary = locate.mosquitto_binary()
         self._port = 0
+        self._tls_port = 0
 
     def __repr__(self) -> str:
         port = self._port or "unassigned"
@@ -77,6 +88,14 @@ class Mosquitto(Service):
     def port(self) -> int:
         self._require_ports()
         return self._port
+
+    @property
+    def tls_port(self) -> int:
+        """The TLS listener's port (only with ``tls``)."""
+        if self.tls is None:
+            raise ValueError("this broker has no TLS listener (pass tls=...)")
+        self._require_ports()
+        return self._tls_port
 
     @property
     def url(self) -> str:
@@ -96,6 +115,22 @@ class Mosquitto(Service):
 
     def _assign_ports(self) -> None:
         self._port = allocate_port()
+        if self.tls is not None:
+            self._tls_port = allocate_port()
+
+    def _tls_listener(self) -> str:
+        if self.tls is None:
+            return ""
+        return "\n".join(
+            [
+                f"listener {self._tls_port} 127.0.0.1",
+                f"cafile {self.tls.ca}",
+                f"certfile {self.tls.server.cert}",
+                f"keyfile {self.tls.server.key}",
+                "tls_version tlsv1.2",
+                f"require_certificate {'true' if self.require_client_certificate else 'false'}",
+            ]
+        )
 
     def render_config(self) -> str:
         """The broker configuration for the current port and options."""
@@ -108,6 +143,7 @@ class Mosquitto(Service):
             allow_anonymous="true" if self.insecure_allow_anonymous else "false",
             password_file_line=password_line,
             acl_file_line=f"acl_file {self.acl_file}" if self.acl_file else "",
+            tls_listener=self._tls_listener(),
             log_path=self.log_path,
             log_types="\n".join(f"log_type {kind}" for kind in log_types),
         )
@@ -125,4 +161,5 @@ class Mosquitto(Service):
         return [str(self._binary), "-c", str(self.config_path)]
 
     def _is_ready(self) -> bool:
-        return _mqtt_probe(self.host, self._port)
+        plain = _mqtt_probe(self.host, self._port)
+        return plain and (self.tls is None or is_listening(self._tls_port))

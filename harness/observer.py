@@ -30,13 +30,23 @@ Row = tuple[int, str, str, str, str, float]
 class SparkplugObserver:
     """Collects the data rows published on a broker."""
 
-    def __init__(self, host: str, port: int, *, topic_filter: str = "spBv1.0/#") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        topic_filter: str = "spBv1.0/#",
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"observer-{time.monotonic_ns()}"
         )
         self._client.on_connect = self._on_connect
+        if username is not None:
+            self._client.username_pw_set(username, password)
         self._client.reconnect_delay_set(min_delay=1, max_delay=1)
         self._client.on_message = self._on_message
         self._host, self._port, self._filter = host, port, topic_filter

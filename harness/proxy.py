@@ -45,11 +45,16 @@ class _Bucket:
 class ThrottledProxy:
     """Forwards loopback TCP to a target port through a rate limit (uplink only)."""
 
-    def __init__(self, target_port: int, bytes_per_s: float | None = None) -> None:
+    def __init__(
+        self, target_port: int, bytes_per_s: float | None = None, *, refuse_when_cut: bool = False
+    ) -> None:
         self._target = target_port
         self._bucket = _Bucket(bytes_per_s) if bytes_per_s else None
         self._server = socket.create_server((LOOPBACK, 0))
         self.port: int = self._server.getsockname()[1]
+        #: While cut, close the listening socket (connections are refused, as by a host that
+        #: is down) instead of accepting and closing them at once (as a middlebox does).
+        self._refuse_when_cut = refuse_when_cut
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._cut = False
@@ -67,9 +72,18 @@ class ThrottledProxy:
     def cut(self) -> None:
         """Drop every connection and refuse new ones."""
         self._cut = True
+        if self._refuse_when_cut:
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+            with contextlib.suppress(OSError):
+                self._server.close()
         self._drop_all()
 
     def restore(self) -> None:
+        if self._refuse_when_cut and self._cut:
+            self._server = socket.create_server((LOOPBACK, self.port))
+            self._thread = threading.Thread(target=self._accept, name="proxy-accept", daemon=True)
+            self._thread.start()
         self._cut = False
 
     def close(self) -> None:
@@ -89,9 +103,10 @@ class ThrottledProxy:
                 c.close()
 
     def _accept(self) -> None:
+        server = self._server
         while not self._closed:
             try:
-                client, _ = self._server.accept()
+                client, _ = server.accept()
             except OSError:
                 return
             if self._cut:
@@ -140,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=int, required=True)
     parser.add_argument("--rate", type=float)
     parser.add_argument("--port-file", type=str, required=True)
+    parser.add_argument("--refuse-when-cut", action="store_true")
     args = parser.parse_args(argv)
-    proxy = ThrottledProxy(args.target, args.rate)
+    proxy = ThrottledProxy(args.target, args.rate, refuse_when_cut=args.refuse_when_cut)
     signal.signal(signal.SIGUSR1, lambda *_: proxy.cut())
     signal.signal(signal.SIGUSR2, lambda *_: proxy.restore())
     stop = threading.Event()
@@ -158,13 +174,22 @@ def main(argv: list[str] | None = None) -> int:
 class ProxyProcess:
     """A :class:`ThrottledProxy` in a child process (``python -m harness.proxy``)."""
 
-    def __init__(self, base_dir: Path, target_port: int, bytes_per_s: float | None = None) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        target_port: int,
+        bytes_per_s: float | None = None,
+        *,
+        refuse_when_cut: bool = False,
+    ) -> None:
         base_dir.mkdir(parents=True, exist_ok=True)
         self._port_file = base_dir / "proxy.port"
         argv = [sys.executable, "-m", "harness.proxy", "--target", str(target_port),
                 "--port-file", str(self._port_file)]  # fmt: skip
         if bytes_per_s:
             argv += ["--rate", str(bytes_per_s)]
+        if refuse_when_cut:
+            argv.append("--refuse-when-cut")
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

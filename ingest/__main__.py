@@ -15,6 +15,7 @@ from pathlib import Path
 
 from core.config import ConfigError, secret_from_env
 from core.runtime import run_until_signal
+from ingest import metrics
 from ingest.config import load_config, read_password
 from ingest.host import PrimaryHost
 
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"derrick-ingest: invalid configuration: {exc}", file=sys.stderr)
         return 2
     host = PrimaryHost(cfg, ilp_conf=ilp_conf, pg_dsn=pg_dsn, password=password)
+    if cfg.metrics.port is not None:
+        metrics.serve(host, cfg.metrics.port, cfg.metrics.address)
     asyncio.run(
         run_until_signal(
             host.run(),

@@ -94,11 +94,20 @@ class KpiSettings(_Strict, kw_only=True, frozen=True):
     queue_size: Annotated[int, Meta(ge=1)] = 10_000
 
 
+class MetricsSettings(_Strict, kw_only=True, frozen=True):
+    """Prometheus metrics (``ingest.metrics``) on ``http://<address>:<port>/metrics``."""
+
+    #: Unset: no metrics server.
+    port: Port | None = None
+    address: str = "127.0.0.1"
+
+
 class IngestConfig(_Strict, kw_only=True, frozen=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     questdb: QuestDBConfig = msgspec.field(default_factory=QuestDBConfig)
     ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
     kpi: KpiSettings = msgspec.field(default_factory=KpiSettings)
+    metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
 
 
 def parse_config(text: bytes | str, *, source: str = "<config>") -> IngestConfig:
