@@ -483,6 +483,8 @@ def _store_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[An
 
 
 def create_app(services: Services) -> Litestar:
+    from api.alerts_routes import ROUTES as ALERT_ROUTES  # noqa: PLC0415 - imports this module
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         for pool in services.pools:
@@ -507,7 +509,7 @@ def create_app(services: Services) -> Litestar:
     routes = [list_sites, get_site, site_current, get_appliance, appliance_current, series,
               aggregates, compare, kpis, live]  # fmt: skip
     return Litestar(
-        route_handlers=[health, *routes],
+        route_handlers=[health, *routes, *ALERT_ROUTES],
         dependencies={
             "svc": Provide(lambda: services, sync_to_thread=False),
             "who": Provide(authenticate),
