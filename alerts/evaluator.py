@@ -13,9 +13,11 @@ Restart without loss or duplicates:
 - the engine is seeded with the alerts open in PostgreSQL (it neither opens them again nor
   forgets to close them); opening and closing are idempotent in SQL;
 - it subscribes first, then replays from QuestDB the live samples stored since its
-  checkpoint (the newest sample time it handled, saved every tick), at most
-  ``catchup_max_s``; the live messages that overlap the replay are dropped by the engine
-  (per rule and scope, a sample must be newer than the last one judged);
+  checkpoint, at most ``catchup_max_s``; the live messages that overlap the replay are
+  dropped by the engine (per rule and scope, a sample must be newer than the last one
+  judged). The checkpoint is the newest sample time handled, saved every tick, and moved
+  in the same transaction as every alert change to that change's sample time: a replay
+  starts after the last transition written, so it never applies one twice;
 - a node whose birth it missed (alias-only data) is asked for a rebirth (NCMD
   ``Node Control/Rebirth``, at most once per ``rebirth_interval_s`` per node).
 """
@@ -79,22 +81,28 @@ class AlertEvaluator:
         self._saved = 0
         self._rebirth_asked: dict[tuple[str, str], float] = {}
         self.ready = asyncio.Event()  # subscribed and caught up
+        # One writer at a time: a reload's snapshot of the open alerts must not be overtaken
+        # by a transition the engine applies while the snapshot is read (it would revive a
+        # closed scope, or close an open one, in the engine's memory).
+        self._lock = asyncio.Lock()
         self.applied = 0
 
     def __repr__(self) -> str:
         return f"<AlertEvaluator {self._cfg.evaluator.name}>"
 
     async def reload(self) -> None:
-        self.engine.sync(await self._store.rules(), await self._store.open_scopes())
+        async with self._lock:
+            self.engine.sync(await self._store.rules(), await self._store.open_scopes())
 
     async def _apply(self, transitions: list[Transition]) -> None:
         for t in transitions:
-            if await self._store.apply(t) is not None:
+            if await self._store.apply(t, self._cfg.evaluator.name) is not None:
                 self.applied += 1
 
     async def observe(self, sample: Sample) -> None:
         self._newest = max(self._newest, sample.ts)
-        await self._apply(self.engine.observe(sample))
+        async with self._lock:
+            await self._apply(self.engine.observe(sample))
 
     # -- catch-up from QuestDB -----------------------------------------------------------
 
@@ -142,7 +150,8 @@ class AlertEvaluator:
             await self.observe(sample)
         if decoded.dead is not None:
             site, node = decoded.dead
-            await self._apply(self.engine.node_dead(site, node, decoded.ts or self._clock()))
+            async with self._lock:
+                await self._apply(self.engine.node_dead(site, node, decoded.ts or self._clock()))
         if decoded.unknown_node is not None and self._cfg.evaluator.request_rebirth:
             await self._ask_rebirth(client, decoded.unknown_node)
 
@@ -171,7 +180,8 @@ class AlertEvaluator:
         next_reload = time.monotonic() + cfg.reload_interval_ms / 1000
         while True:
             await asyncio.sleep(cfg.tick_interval_ms / 1000)
-            await self._apply(self.engine.tick(self._clock()))
+            async with self._lock:
+                await self._apply(self.engine.tick(self._clock()))
             if self._newest > self._saved:
                 await self._store.save_checkpoint(cfg.name, self._newest)
                 self._saved = self._newest

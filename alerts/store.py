@@ -63,6 +63,13 @@ JOIN notification_targets t
 WHERE a.id = %(alert)s
 """
 
+_CHECKPOINT = """
+INSERT INTO alert_evaluator_checkpoints (evaluator, sample_ts) VALUES (%s, %s)
+ON CONFLICT (evaluator) DO UPDATE
+SET sample_ts = greatest(alert_evaluator_checkpoints.sample_ts, excluded.sample_ts),
+    updated_at = now()
+"""
+
 EVALUATOR_ACTOR = "evaluator"
 
 
@@ -100,8 +107,10 @@ class AlertStore:
             rows = await (await conn.execute(_OPEN_SCOPES)).fetchall()
         return [(int(r), str(s)) for r, s in rows]
 
-    async def apply(self, t: Transition) -> int | None:
-        """Write one transition; the alert id if it changed something, else None."""
+    async def apply(self, t: Transition, evaluator: str | None = None) -> int | None:
+        """Write one transition; the alert id if it changed something, else None. With
+        ``evaluator``, its checkpoint moves to the sample's time in the same transaction, so
+        a replay after a restart never applies a transition twice."""
         params = {
             "rule": t.rule_id,
             "scope": t.scope_key,
@@ -113,6 +122,8 @@ class AlertStore:
             "actor": EVALUATOR_ACTOR,
         }
         async with self._pool.connection() as conn, conn.transaction():
+            if evaluator is not None:
+                await conn.execute(_CHECKPOINT, (evaluator, params["ts"]))
             row = await (
                 await conn.execute(_OPEN if t.kind == "open" else _CLEAR, params)
             ).fetchone()
@@ -140,10 +151,4 @@ class AlertStore:
 
     async def save_checkpoint(self, evaluator: str, ts_ms: int) -> None:
         async with self._pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO alert_evaluator_checkpoints (evaluator, sample_ts) VALUES (%s, %s) "
-                "ON CONFLICT (evaluator) DO UPDATE SET sample_ts = "
-                "greatest(alert_evaluator_checkpoints.sample_ts, excluded.sample_ts), "
-                "updated_at = now()",
-                (evaluator, _utc(ts_ms)),
-            )
+            await conn.execute(_CHECKPOINT, (evaluator, _utc(ts_ms)))
