@@ -171,3 +171,14 @@ def live_samples_of_site(tables: TableSet) -> str:
         f"WHERE site = %(site)s AND {raw.timestamp} > %(start)s AND {raw.timestamp} <= %(end)s "
         f"AND NOT historical AND value IS NOT NULL ORDER BY {raw.timestamp} LIMIT {CATCHUP_LIMIT}"
     )
+
+
+def daily_of_site(tables: TableSet) -> str:
+    """Daily (UTC) aggregates of every hot metric of one site in ``[start, end)``.
+    Parameters: ``site``, ``start``, ``end``. Columns: ``ts, node, metric, avg, min, max,
+    count``."""
+    v = tables.telemetry_1d
+    return (
+        f"SELECT {v.timestamp}, node, metric, avg, min, max, count FROM {v.name} "
+        f"WHERE site = %(site)s AND {v.timestamp} >= %(start)s AND {v.timestamp} < %(end)s"
+    )
