@@ -75,9 +75,7 @@ def backoff_s(settings: NotifySettings, attempts: int) -> float:
     return min(delay, settings.backoff_max_ms) / 1000
 
 
-def _post_webhook(
-    url: str, body: bytes, headers: dict[str, str], timeout: float
-) -> None:  # pragma: no branch
+def _post_webhook(url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
     if not url.startswith(("http://", "https://")):
         raise DeliveryError(f"unsupported webhook URL scheme in {url[:40]!r}")
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
