@@ -73,7 +73,10 @@ def _serve(path: Path) -> None:
             client_id=cfg.live.client_id,
         )
     reader = Reader(qdb, TableSet(cfg.questdb.table_prefix), cfg.questdb.kpi_group)
-    app = create_app(Services(Access(pg), reader, pools=[pg, qdb], live=live))
+    vendor_key = config.secret_file(cfg.vendor.pseudonym_key_file) if cfg.vendor else None
+    app = create_app(
+        Services(Access(pg), reader, pools=[pg, qdb], live=live, vendor_key=vendor_key)
+    )
     log.info("serving on http://%s:%s (OpenAPI at /schema)", cfg.server.host, cfg.server.port)
     uvicorn.run(app, host=cfg.server.host, port=cfg.server.port, log_config=None)
 

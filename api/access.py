@@ -40,6 +40,11 @@ class Access:
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self._pool = pool
 
+    @property
+    def pool(self) -> AsyncConnectionPool[Any]:
+        """The registry pool, for route modules that own their own tables."""
+        return self._pool
+
     async def authenticate(self, presented: str) -> Principal | None:
         key_id = keys.parse_key_id(presented)
         if key_id is None:

@@ -80,8 +80,10 @@ class Services:
         live: LiveFeed | None = None,
         limiter: RateLimiter | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        vendor_key: bytes | None = None,
     ) -> None:
         self.access, self.reader, self.live = access, reader, live
+        self.vendor_key = vendor_key  # pseudonym key of vendor datasets (never logged)
         self.pools = pools
         self.limiter = limiter or RateLimiter()
         self.now = clock
@@ -483,6 +485,9 @@ def _store_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[An
 
 
 def create_app(services: Services) -> Litestar:
+    from api.alerts_routes import ROUTES as ALERT_ROUTES  # noqa: PLC0415 - imports this module
+    from api.vendor_routes import ROUTES as VENDOR_ROUTES  # noqa: PLC0415
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         for pool in services.pools:
@@ -507,7 +512,7 @@ def create_app(services: Services) -> Litestar:
     routes = [list_sites, get_site, site_current, get_appliance, appliance_current, series,
               aggregates, compare, kpis, live]  # fmt: skip
     return Litestar(
-        route_handlers=[health, *routes],
+        route_handlers=[health, *routes, *ALERT_ROUTES, *VENDOR_ROUTES],
         dependencies={
             "svc": Provide(lambda: services, sync_to_thread=False),
             "who": Provide(authenticate),

@@ -15,6 +15,9 @@ dsn_env = "DERRICK_QUESTDB_PG"
 table_prefix = ""
 kpi_group = "derrick-cloud"
 
+[vendor]          # optional: vendor datasets
+pseudonym_key_file = "/etc/derrick/vendor-pseudonym.key"
+
 [live]            # optional: the SSE stream's Sparkplug consumer
 host = "127.0.0.1"
 port = 1883
@@ -63,11 +66,17 @@ class LiveConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     client_id: str = "derrick-api-live"
 
 
+class VendorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    #: File holding the secret key of vendor-dataset pseudonyms (>= 32 bytes; never logged).
+    pseudonym_key_file: str
+
+
 class ApiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = ServerConfig()
     registry: RegistryConfig = RegistryConfig()
     questdb: QuestDBReadConfig = QuestDBReadConfig()
     live: LiveConfig | None = None
+    vendor: VendorConfig | None = None
 
 
 def load(path: Path) -> ApiConfig:
@@ -75,6 +84,17 @@ def load(path: Path) -> ApiConfig:
         return msgspec.toml.decode(path.read_bytes(), type=ApiConfig)
     except (OSError, msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def secret_file(path: str, *, min_bytes: int = 32) -> bytes:
+    """A key from its file (surrounding whitespace stripped); the error names the file only."""
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read key file {path}: {exc.strerror}") from exc
+    if len(key) < min_bytes:
+        raise ConfigError(f"key file {path} holds fewer than {min_bytes} bytes")
+    return key
 
 
 def secret_from_env(name: str) -> str:

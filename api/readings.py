@@ -145,6 +145,14 @@ class Reader:
             rows: list[tuple[Any, ...]] = await cur.fetchall()
             return rows
 
+    async def daily_of_site(
+        self, site: str, start: dt.datetime, end: dt.datetime
+    ) -> list[tuple[Any, ...]]:
+        return await self._rows(
+            queries.daily_of_site(self.tables),
+            {"site": site, "start": start, "end": end},
+        )
+
     async def site_current(self, site: str, since: dt.datetime) -> list[tuple[Any, ...]]:
         sql = queries.current_values_of_site(self.tables)
         return await self._rows(sql, {"site": site, "since": since})

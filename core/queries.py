@@ -155,3 +155,30 @@ def kpi_window_totals(tables: TableSet) -> str:
         f"WHERE site = %(group)s AND device = %(appliance)s "
         f"AND {ts} >= %(start)s AND {ts} < %(end)s GROUP BY metric ORDER BY metric"
     )
+
+
+#: Most rows one catch-up query returns (an alert evaluator's replay after a restart).
+CATCHUP_LIMIT = 500_000
+
+
+def live_samples_of_site(tables: TableSet) -> str:
+    """Live (not historical) samples of one Sparkplug group in ``(start, end]``, oldest first:
+    what an alert evaluator replays after a restart. Parameters: ``site``, ``start``, ``end``.
+    Columns: ``node, device, metric, value, ts``."""
+    raw = tables.raw
+    return (
+        f"SELECT node, device, metric, value, {raw.timestamp} FROM {raw.name} "
+        f"WHERE site = %(site)s AND {raw.timestamp} > %(start)s AND {raw.timestamp} <= %(end)s "
+        f"AND NOT historical AND value IS NOT NULL ORDER BY {raw.timestamp} LIMIT {CATCHUP_LIMIT}"
+    )
+
+
+def daily_of_site(tables: TableSet) -> str:
+    """Daily (UTC) aggregates of every hot metric of one site in ``[start, end)``.
+    Parameters: ``site``, ``start``, ``end``. Columns: ``ts, node, metric, avg, min, max,
+    count``."""
+    v = tables.telemetry_1d
+    return (
+        f"SELECT {v.timestamp}, node, metric, avg, min, max, count FROM {v.name} "
+        f"WHERE site = %(site)s AND {v.timestamp} >= %(start)s AND {v.timestamp} < %(end)s"
+    )

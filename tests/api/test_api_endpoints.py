@@ -155,6 +155,8 @@ ENDPOINTS = [
     "/v1/appliances/{app}/aggregates?metric=ROP",
     "/v1/appliances/{app}/compare",
     "/v1/appliances/{app}/kpis",
+    "/v1/sites/{site}/alert-rules",  # alert routes by numeric id: tests/api/test_api_alerts.py
+    "/v1/alerts?site={site}",
 ]
 
 

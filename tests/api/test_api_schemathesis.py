@@ -15,6 +15,7 @@ pytestmark = [pytest.mark.integration]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # ~30 operations since the alert and vendor routes
 def test_schemathesis_finds_no_server_error(served: str, world: w.World, tmp_path: Path) -> None:
     result = subprocess.run(
         [

@@ -27,6 +27,7 @@ from harness import Postgres, QuestDB
 DAYS = 16
 NODES = {"s201-a001": "s201", "s202-a001": "s202"}
 KPI_GROUP = "derrick-cloud"
+VENDOR_KEY = b"vendor-pseudonym-key-for-tests-only-0123456789"
 
 
 def value(metric: str, hour_index: int) -> float:
@@ -173,5 +174,12 @@ def make_app(world: World, questdb: QuestDB, live: LiveFeed | None = None) -> Li
     )
     reader = Reader(qdb, world.tables, KPI_GROUP)
     return create_app(
-        Services(Access(pg), reader, pools=[pg, qdb], live=live, clock=lambda: world.now)
+        Services(
+            Access(pg),
+            reader,
+            pools=[pg, qdb],
+            live=live,
+            clock=lambda: world.now,
+            vendor_key=VENDOR_KEY,
+        )
     )

@@ -1,0 +1,87 @@
+"""Fixtures of the alert service tests: a migrated registry with one customer site, and a
+Sparkplug edge node that the test drives by hand (exact values at exact times)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiomqtt
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from api import migrate, registry
+from core.sparkplug import DataType
+from core.sparkplug.session import EdgeNodeSession, MetricDef
+from harness import Mosquitto, Postgres
+
+SITE, APPLIANCE = "s301", "s301-a001"
+METRICS = ("SPP", "ROP", "WOB", "RPM")
+
+
+@pytest.fixture
+def registry_dsn(postgres: Postgres) -> Iterator[str]:
+    name = f"reg_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres.dsn_for("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = postgres.dsn_for(name)
+    migrate.apply(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        registry.create_tenant(conn, "acme", "Acme Drilling")
+        registry.create_site(conn, SITE, "acme", "North pad", "UTC")
+    yield dsn
+    with psycopg.connect(postgres.dsn_for("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+async def registry_pool(registry_dsn: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        registry_dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
+    )
+    async with pool:
+        yield pool
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class HandNode:
+    """One Sparkplug edge node (device ``daq`` with SPP, ROP, WOB, RPM) on a real broker."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        defs = [
+            MetricDef(i + 1, "daq", m, DataType.Double, hot=True) for i, m in enumerate(METRICS)
+        ]
+        self.session = EdgeNodeSession(
+            group_id=SITE, edge_node_id=APPLIANCE, metrics=defs, clock=now_ms
+        )
+        self.alias = {m: i + 1 for i, m in enumerate(METRICS)}
+        self.bdseq = 0
+
+    async def birth(self) -> None:
+        self.session.will(self.bdseq)
+        self.bdseq += 1
+        for out in (self.session.nbirth({}), self.session.dbirth("daq", {})):
+            await self.client.publish(str(out.topic), out.payload, qos=0)
+
+    async def send(self, ts: int, **values: float) -> None:
+        samples = [(self.alias[k], ts, v, 0) for k, v in values.items()]
+        out = self.session.data("daq", samples, historical=False)
+        await self.client.publish(str(out.topic), out.payload, qos=0)
+
+    async def death(self) -> None:
+        out = self.session.ndeath()
+        await self.client.publish(str(out.topic), out.payload, qos=1)
+
+
+@pytest.fixture
+async def hand_node(mosquitto: Mosquitto) -> AsyncIterator[HandNode]:
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="hand-node") as client:
+        yield HandNode(client)
