@@ -491,6 +491,7 @@ def run(args: argparse.Namespace) -> Result:
                             "target_p99_ms": TARGET_P99_MS,
                             "meets_target": via_api["p99_ms"] <= TARGET_P99_MS,
                             "plan": explain(qdb.pg_dsn, ep),
+                            "load_average_1m": os.getloadavg()[0],
                         }
                     )
                 report["endpoints"] = results
