@@ -349,8 +349,10 @@ async def _drive(
     measure_from = t_start + warmup
     stop_at = measure_from + seconds
 
+    warm = 0
+
     async def loop(i: int) -> None:
-        nonlocal errors
+        nonlocal errors, warm
         rnd = random.Random(i)
         while (now := time.monotonic()) < stop_at:
             t0 = time.perf_counter()
@@ -365,11 +367,15 @@ async def _drive(
             if now >= measure_from:
                 latencies.append(took)
                 rows.append(n)
+            else:
+                warm += 1
 
     async with asyncio.TaskGroup() as tg:
         for i in range(clients):
             tg.create_task(loop(i), name=f"client-{i}")
-    return summarise(latencies, time.monotonic() - measure_from, errors, rows)
+    result = summarise(latencies, time.monotonic() - measure_from, errors, rows)
+    result["warmup_requests"] = warm
+    return result
 
 
 async def through_api(
@@ -430,6 +436,23 @@ def peak_rss_mib(pid: int | None) -> float | None:
     return None
 
 
+def cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds a process has used so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu(result: Result, pid: int | None, before: float, key: str) -> Result:
+    """``result`` plus the CPU milliseconds process ``pid`` spent per request (warm-up
+    included in both counts)."""
+    total = result["requests"] + result.get("warmup_requests", 0)
+    result[key] = (cpu_s(pid) - before) * 1000 / max(1, total)
+    return result
+
+
 def wait_http(url: str, proc: ManagedProcess, timeout: float = 60) -> None:
     def up() -> bool:
         if not proc.running:
@@ -476,13 +499,18 @@ def run(args: argparse.Namespace) -> Result:
                 warmup = min(2.0, args.seconds / 3)
                 for ep in eps:
                     step(f"{ep.name}: API")
+                    api0, qdb0 = cpu_s(api.pid), cpu_s(qdb.pid)
                     via_api = asyncio.run(
                         through_api(url, key, ep, args.clients, args.seconds, warmup)
                     )
+                    with_cpu(via_api, api.pid, api0, "api_cpu_ms_per_request")
+                    with_cpu(via_api, qdb.pid, qdb0, "questdb_cpu_ms_per_request")
                     step(f"{ep.name}: QuestDB alone")
+                    qdb0 = cpu_s(qdb.pid)
                     alone = asyncio.run(
                         questdb_alone(qdb.pg_dsn, ep, args.clients, args.seconds, warmup)
                     )
+                    with_cpu(alone, qdb.pid, qdb0, "questdb_cpu_ms_per_request")
                     results.append(
                         {
                             "what": ep.name,
@@ -522,17 +550,21 @@ def print_table(r: Mapping[str, Any]) -> None:
         f"KPI rows; loaded in {load['load_s']:.1f} s ({load['load_rows_per_s']:,.0f} rows/s), "
         f"views ready at {load['views_ready_s']:.1f} s; {load['questdb_db_gib']:.2f} GiB on disk"
     )
-    print(f"{r['clients']} concurrent clients, {r['seconds']} s per endpoint and path")
+    print(f"{r['clients']} concurrent clients, {r['seconds']} s per endpoint and path; CPU ms: "
+          "API process per request / QuestDB per request when queried alone")  # fmt: skip
     print(
         f"{'endpoint':<32} {'rows':>5} {'requests':>9} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}"
-        f" {'QDB p50':>7} {'QDB p99':>7} {'QDB r/s':>7}  target p99 <= {TARGET_P99_MS:.0f} ms"
+        f" {'QDB p50':>7} {'QDB p99':>7} {'QDB r/s':>7} {'CPU ms':>11}"
+        f"  target p99 <= {TARGET_P99_MS:.0f} ms"
     )
     for e in r["endpoints"]:
         a, q = e["api"], e["questdb"]
+        qcpu = q.get("questdb_cpu_ms_per_request")
         print(
             f"{e['what']:<32} {a['rows_per_response']:>5} {a['requests']:>9,} {fmt(a['per_s']):>7}"
             f" {fmt(a['p50_ms']):>7} {fmt(a['p99_ms']):>7} {fmt(q['p50_ms']):>7}"
             f" {fmt(q['p99_ms']):>7} {fmt(q['per_s']):>7}"
+            f" {fmt(a.get('api_cpu_ms_per_request')):>5}/{fmt(qcpu):>5}"
             f"  {'met' if e['meets_target'] else 'MISSED'}"
             + (f" ({a['errors']} errors)" if a["errors"] else "")
         )
