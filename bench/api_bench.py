@@ -124,6 +124,8 @@ def generate(qdb: QuestDB, size: Size) -> tuple[Dataset, Result]:
     start_us = int(start.timestamp()) * 1_000_000
     raw, cols = tables.raw.name, "ts, site, node, device, metric, value, hot, historical, received"
     t0 = time.monotonic()
+    # KPIs go in with the raw chunk they belong to: a transaction spanning all ten days would
+    # make each view re-aggregate all ten days (a refresh covers its base transaction's range)
     for offset in range(0, size.seconds, CHUNK_S):
         n = min(CHUNK_S, size.seconds - offset)
         ts = f"cast({start_us} + (s.x - 1 + {offset}) * 1000000 AS timestamp)"
@@ -133,16 +135,16 @@ def generate(qdb: QuestDB, size: Size) -> tuple[Dataset, Result]:
             f"FROM long_sequence({n}) s CROSS JOIN bench_keys k",
             timeout=600,
         )
+        kpi_ts = f"cast({start_us} + ({offset} + s.x * 60) * 1000000 AS timestamp)"
+        qdb.exec_sql(
+            f"INSERT INTO {raw} ({cols}) SELECT {kpi_ts}, '{KPI_GROUP}', '{KPI_NODE}', k.device, "
+            f"k.metric, rnd_double() * 50, true, false, {kpi_ts} "
+            f"FROM long_sequence({n // 60}) s CROSS JOIN bench_kpi_keys k",
+            timeout=600,
+        )
         if offset // CHUNK_S % 6 == 5:
             step(f"  inserted {(offset + n) / 86400:.1f} of {size.seconds / 86400:.1f} days")
     minutes = size.seconds // 60
-    qdb.exec_sql(
-        f"INSERT INTO {raw} ({cols}) SELECT cast({start_us} + s.x * 60000000 AS timestamp), "
-        f"'{KPI_GROUP}', '{KPI_NODE}', k.device, k.metric, rnd_double() * 50, true, false, "
-        f"cast({start_us} + s.x * 60000000 AS timestamp) "
-        f"FROM long_sequence({minutes}) s CROSS JOIN bench_kpi_keys k",
-        timeout=600,
-    )
     qdb.exec_sql(
         f"INSERT INTO {tables.catalogue.name} (seen, site, node, device, metric, datatype, unit, "
         f"hot) SELECT cast({start_us} AS timestamp), '{SITE}', node, 'daq', metric, 'Double', "
