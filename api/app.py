@@ -49,7 +49,11 @@ ApplianceId = Annotated[
     str, PathParameter(pattern=r"^s[0-9]{3,12}-a[0-9]{3,12}$", description="Appliance id")
 ]
 Tz = Annotated[
-    str, QueryParameter(max_length=64, description="IANA time zone, e.g. America/Chicago")
+    str | None,
+    QueryParameter(
+        max_length=64,
+        description="IANA time zone, e.g. America/Chicago (default: the site's time zone)",
+    ),
 ]
 MetricName = Annotated[
     str,
@@ -249,6 +253,12 @@ def _zone(tz: str) -> Any:
         raise ValidationException(str(exc)) from exc
 
 
+def _site_zone(tz: str | None, appliance: tuple[Any, ...]) -> tuple[str, Any]:
+    """The zone a request asked for, else its appliance's site's (registry) zone."""
+    name = tz if tz is not None else str(appliance[3])
+    return name, _zone(name)
+
+
 def _range(
     svc: Services,
     start: dt.datetime | None,
@@ -347,14 +357,17 @@ async def series(
     appliance_id: ApplianceId,
     metric: MetricName,
     bucket: FromQuery[BucketWidth] = "1m",
-    tz: Tz = "UTC",
+    tz: Tz = None,
     start: FromQuery[dt.datetime | None] = None,
     end: FromQuery[dt.datetime | None] = None,
 ) -> Series:
-    """One metric in buckets (avg, min, max, count, sum), aligned to the calendar of ``tz``.
-    Naive ``start``/``end`` are read in ``tz``; default: the last 24 hours."""
-    zone = _zone(tz)
+    """One metric in buckets (avg, min, max, count, sum), aligned to the calendar of ``tz``
+    (default: the site's zone). Naive ``start``/``end`` are read in ``tz``; default: the last
+    24 hours."""
+    if tz is not None:
+        _zone(tz)
     row = await _appliance(svc, who, appliance_id)
+    tz, zone = _site_zone(tz, row)
     start_, end_ = _range(svc, start, end, zone, dt.timedelta(hours=24))
     _check_buckets(start_, end_, _BUCKET_SECONDS[bucket])
     buckets = await svc.reader.series(
@@ -371,14 +384,17 @@ async def aggregates(
     appliance_id: ApplianceId,
     metric: MetricName,
     period: FromQuery[readings.Period] = "day",
-    tz: Tz = "UTC",
+    tz: Tz = None,
     start: FromQuery[dt.datetime | None] = None,
     end: FromQuery[dt.datetime | None] = None,
 ) -> Aggregates:
-    """Daily, weekly (ISO, Monday first) or monthly aggregates in ``tz``, from the rollup
-    views. Default range: 31 days (day), 12 weeks (week), 12 months (month)."""
-    zone = _zone(tz)
+    """Daily, weekly (ISO, Monday first) or monthly aggregates in ``tz`` (default: the site's
+    zone), from the rollup views. Default range: 31 days (day), 12 weeks (week), 12 months
+    (month)."""
+    if tz is not None:
+        _zone(tz)
     row = await _appliance(svc, who, appliance_id)
+    tz, zone = _site_zone(tz, row)
     default = {"day": 31, "week": 84, "month": 366}[period]
     start_, end_ = _range(svc, start, end, zone, dt.timedelta(days=default))
     _check_buckets(start_, end_, 86400)
@@ -402,13 +418,16 @@ async def compare(
     who: Who,
     appliance_id: ApplianceId,
     period: FromQuery[readings.ComparePeriod] = "week",
-    tz: Tz = "UTC",
+    tz: Tz = None,
     metric: OptionalMetricName = None,
 ) -> PeriodComparison:
     """This week so far vs last week, or this month so far vs the same month last year
-    (in ``tz``): avg/min/max/count/sum per metric and the percentage change."""
-    zone = _zone(tz)
+    (in ``tz``, default: the site's zone): avg/min/max/count/sum per metric and the
+    percentage change."""
+    if tz is not None:
+        _zone(tz)
     row = await _appliance(svc, who, appliance_id)
+    tz, zone = _site_zone(tz, row)
     (cs, ce), (ps, pe) = readings.period_windows(period, svc.now(), zone)
     current = await svc.reader.totals(row[1], appliance_id, cs, ce)
     previous = await svc.reader.totals(row[1], appliance_id, ps, pe)
@@ -435,10 +454,13 @@ async def compare(
 
 
 @get("/v1/appliances/{appliance_id:str}/kpis", tags=["data"])
-async def kpis(*, svc: Svc, who: Who, appliance_id: ApplianceId, tz: Tz = "UTC") -> Kpis:
-    """Drilling KPIs of an appliance: current values and today's (in ``tz``) avg/min/max."""
-    zone = _zone(tz)
-    await _appliance(svc, who, appliance_id)
+async def kpis(*, svc: Svc, who: Who, appliance_id: ApplianceId, tz: Tz = None) -> Kpis:
+    """Drilling KPIs of an appliance: current values and today's (in ``tz``, default: the
+    site's zone) avg/min/max."""
+    if tz is not None:
+        _zone(tz)
+    row = await _appliance(svc, who, appliance_id)
+    tz, zone = _site_zone(tz, row)
     now = svc.now()
     midnight = dt.datetime.combine(now.astimezone(zone).date(), dt.time(), zone)
     current = await svc.reader.kpis_current(appliance_id, now - dt.timedelta(days=2))

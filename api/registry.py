@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 import psycopg
 
-from api import broker_auth, keys
+from api import broker_auth, keys, readings
 from api.broker_auth import BrokerCredential, IssuedPassword, ServiceAccount, ServiceRole
 from api.errors import NotFoundError, RegistryError
 from core import queries
@@ -93,13 +93,16 @@ def revoke_api_key(conn: psycopg.Connection, key_id: str) -> None:
 def create_site(
     conn: psycopg.Connection, site: str, tenant: str, name: str = "", timezone: str = "UTC"
 ) -> None:
+    """A site of ``tenant``; ``timezone`` (IANA) is the default zone of its daily, weekly and
+    monthly aggregates."""
     try:
         check_site_id(site)
+        readings.zone(timezone)
         conn.execute(
             "INSERT INTO sites (id, tenant_id, name, timezone) VALUES (%s, %s, %s, %s)",
             (site, tenant, name, timezone),
         )
-    except IdError as exc:
+    except (IdError, ValueError) as exc:
         raise RegistryError(str(exc)) from exc
     except psycopg.Error as exc:
         raise _refused(exc) from exc

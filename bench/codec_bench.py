@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import resource
 import statistics
@@ -30,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import machine
 from google.protobuf import __version__ as protobuf_version
 from google.protobuf.internal import api_implementation
 
@@ -166,25 +166,6 @@ def measure(cases: dict[str, Callable[[], object]], seconds: float) -> dict[str,
     return results
 
 
-def machine() -> dict[str, str]:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os  # noqa: PLC0415
-
-    return {
-        "cpu": model,
-        "cores": str(os.cpu_count()),
-        "python": platform.python_version(),
-        "protobuf": f"{protobuf_version} ({api_implementation.Type()})",
-    }
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="time per case (default 2)")
@@ -212,7 +193,7 @@ def main() -> int:
         results["decode_payload"]["mean_us"] / results["raw protobuf decode, full"]["mean_us"]
     )
     report = {
-        "machine": machine(),
+        "machine": machine(protobuf=f"{protobuf_version} ({api_implementation.Type()})"),
         "date": time.strftime("%Y-%m-%d"),
         "message": f"{METRICS}-metric alias-only DDATA (60 Double, 25 Int32, 15 Boolean)",
         "bytes": len(data),

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import sqlite3
@@ -35,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import paho.mqtt.client as mqtt
+from _common import machine
 from paho.mqtt.enums import CallbackAPIVersion
 
 from core import conventions
@@ -54,25 +54,6 @@ from ingest.nodes import AckFrontier
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = "s900"
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "loadavg": os.getloadavg(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    }
 
 
 # -- queue -------------------------------------------------------------------------------
@@ -334,7 +315,11 @@ def main() -> int:
     if "drain" in parts:
         results += bench_drain(args.quick)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    report = {"machine": machine(), "bench_peak_rss_mb": rss, "results": results}
+    report = {
+        "machine": machine(sqlite=sqlite3.sqlite_version),
+        "bench_peak_rss_mb": rss,
+        "results": results,
+    }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -41,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import _common as common  # noqa: E402
 from ingest_load import (  # noqa: E402
     DATATYPES,
     Load,
@@ -414,11 +414,6 @@ def mosquitto_sub() -> Path:
 
 
 def machine(questdb: QuestDB) -> dict[str, Any]:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
     try:
         build = questdb.exec_sql("SELECT build()")["dataset"][0][0]
     except Exception as exc:
@@ -426,13 +421,7 @@ def machine(questdb: QuestDB) -> dict[str, Any]:
     mosq = subprocess.run(
         [str(locate.mosquitto_binary()), "-h"], capture_output=True, text=True, check=False
     ).stdout.splitlines()
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "questdb": build,
-        "mosquitto": mosq[0] if mosq else "unknown",
-    }
+    return common.machine(questdb=build, mosquitto=mosq[0] if mosq else "unknown")
 
 
 def with_fractions(report: Result) -> None:
@@ -514,8 +503,7 @@ def run(args: argparse.Namespace) -> Result:
     return report
 
 
-def step(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+step = common.step
 
 
 def fmt(value: float | None, spec: str = ",.0f") -> str:

@@ -246,3 +246,50 @@ def ingest_process(
         env=env,
         cwd=base_dir,
     )
+
+
+def api_process(
+    base_dir: Path,
+    *,
+    port: int,
+    registry_dsn: str,
+    questdb_dsn: str,
+    table_prefix: str = "",
+    kpi_group: str = "derrick-cloud",
+    pool_max: int = 8,
+) -> ManagedProcess:
+    """The customer API (``python -m api serve``) on ``127.0.0.1:port``; the DSNs reach it
+    through the environment, the file only names the variables."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+    config = base_dir / "api.toml"
+    config.write_text(
+        "\n".join(
+            [
+                "[server]",
+                'host = "127.0.0.1"',
+                f"port = {port}",
+                "",
+                "[registry]",
+                'dsn_env = "DERRICK_PG_DSN"',
+                f"pool_max = {pool_max}",
+                "",
+                "[questdb]",
+                'dsn_env = "DERRICK_QUESTDB_PG"',
+                f"table_prefix = {_q(table_prefix)}",
+                f"kpi_group = {_q(kpi_group)}",
+                f"pool_max = {pool_max}",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    env = _python_env()
+    env["DERRICK_PG_DSN"] = registry_dsn
+    env["DERRICK_QUESTDB_PG"] = questdb_dsn
+    return ManagedProcess(
+        f"api-{port}",
+        [sys.executable, "-m", "api", "serve", "--config", str(config)],
+        log_path=base_dir / "api.log",
+        env=env,
+        cwd=base_dir,
+    )

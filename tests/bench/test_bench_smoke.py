@@ -1,4 +1,5 @@
-"""The ingest benchmark runs (``--quick``) and reports every figure docs/benchmarks.md quotes.
+"""The ingest (``--quick``) and API (``--rows small``) benchmarks run and report every figure
+docs/benchmarks.md quotes.
 
 Shape only: a smoke test on a shared machine asserts no timings.
 """
@@ -45,3 +46,43 @@ def test_ingest_bench_quick_json_has_every_figure() -> None:
     assert latency["complete"] and latency["p50_ms"] <= latency["p99_ms"]
     naive = report["naive"]
     assert naive["complete"] and naive["ratio_live_metrics_per_s"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_api_bench_small_json_has_every_figure() -> None:
+    bench = str(ROOT / "bench" / "api_bench.py")
+    done = subprocess.run(
+        [sys.executable, bench, "--rows", "small", "--json", "--seconds", "0.5", "--clients", "4"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert {"cpu", "cores", "python", "questdb", "loadavg"} <= report["machine"].keys()
+    load = report["load"]
+    assert load["raw_rows"] == 2 * 16 * 3600 and load["load_s"] > 0
+    assert load["views_ready_s"] >= load["load_s"]
+    names = [e["what"] for e in report["endpoints"]]
+    assert names == [
+        "site current values",
+        "appliance current values",
+        "24 h series, 1-minute buckets",
+        "30 days of daily aggregates",
+        "month vs same month last year",
+        "KPIs (current + today)",
+    ]
+    for e in report["endpoints"]:
+        for path in ("api", "questdb"):
+            r = e[path]
+            assert r["requests"] > 0 and r["errors"] == 0, (e["what"], path, r)
+            assert r["p50_ms"] <= r["p99_ms"], (e["what"], path, r)
+            assert r["rows_per_response"] > 0, (e["what"], path, r)
+        assert e["plan"], e["what"]
+    # the site's 2 appliances x 16 sensors; an hour of 1-minute buckets
+    current, _, series, daily, _, _ = report["endpoints"]
+    assert current["api"]["rows_per_response"] == current["questdb"]["rows_per_response"] == 32
+    assert series["api"]["rows_per_response"] in (60, 61)
+    assert daily["api"]["rows_per_response"] in (1, 2)
