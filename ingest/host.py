@@ -33,6 +33,7 @@ from core.sparkplug import (
     encode_state,
 )
 from core.tables import TableSet
+from ingest.audit import archive_from_config
 from ingest.config import IngestConfig
 from ingest.kpi_node import KpiEdgeNode
 from ingest.nodes import NodeState, RebirthLimiter
@@ -80,6 +81,7 @@ class PrimaryHost:
             max_payload_bytes=self._settings.max_payload_bytes,
         )
         self._state_topic = StateTopic(self._settings.primary_host_id)
+        self.audit = archive_from_config(cfg)  # None unless [audit] directory is set
         self._client: aiomqtt.Client | None = None
         self._current: RowSet | None = None
         self._failed: list[RowSet] = []
@@ -118,6 +120,8 @@ class PrimaryHost:
             await asyncio.to_thread(create_tables, self._pg_dsn, self._tables)
         await self._in_writer(self._writer.open)
         self._current = await self._in_writer(self._writer.new_row_set)
+        if self.audit is not None:
+            await self.audit.open()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._mqtt_loop(), name="mqtt")
@@ -125,6 +129,8 @@ class PrimaryHost:
                 if self.kpi is not None:
                     tg.create_task(self.kpi.run(ready=self.online), name="kpi-node")
         finally:
+            if self.audit is not None:
+                await self.audit.close()
             await self._in_writer(self._writer.close)
             self._writer_thread.shutdown(wait=True)
 
@@ -197,6 +203,8 @@ class PrimaryHost:
 
     async def _on_message(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
         self.counters["messages"] += 1
+        if self.audit is not None:
+            self.audit.append(topic, payload)
         outcome = self.processor.process(topic, payload)
         # A retained offline STATE delivered on subscribe predates our own birth (which
         # replaces it); a live one means someone declared us offline: re-assert at once.
@@ -296,6 +304,8 @@ class PrimaryHost:
         if current.rows or current.batches:
             self._failed.append(current)
             self._current = await self._in_writer(self._writer.new_row_set)
+        if self.audit is not None and not await self.audit.durable():
+            return False  # every message archived (fsynced) before anything is acknowledged
         now = time.monotonic()
         if self._failed and now < self._retry_at:
             return False  # QuestDB failed recently: back off, keep the rows, acknowledge nothing
