@@ -141,6 +141,9 @@ class AuditArchive:
             self._lockfile = open(self.directory / "LOCK", "ab")  # noqa: SIM115
             fcntl.flock(self._lockfile.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            if self._lockfile is not None:
+                self._lockfile.close()
+                self._lockfile = None
             raise AuditError(f"cannot open audit chain {self.directory}: {exc}") from exc
         files = audit.segment_files(self.directory)
         prev = audit.ZERO_DIGEST
