@@ -127,11 +127,14 @@ class AuditArchive:
 
     async def close(self) -> None:
         """Commit what is left, seal the open segment, release the chain."""
+        loop = asyncio.get_running_loop()
         try:
             await self.commit()
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
         finally:
-            self._thread.shutdown(wait=True)
+            try:
+                await loop.run_in_executor(self._thread, self._close)
+            finally:
+                self._thread.shutdown(wait=True)
 
     # -- archive thread ------------------------------------------------------------------
 
@@ -265,10 +268,16 @@ class AuditArchive:
 
     def _close(self) -> None:
         with self._lock:
-            self._seal()
-            if self._lockfile is not None:
-                self._lockfile.close()
-                self._lockfile = None
+            try:
+                if not self._unwritten:  # never seal over bytes that are not written
+                    self._seal()
+            finally:
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
+                if self._lockfile is not None:
+                    self._lockfile.close()
+                    self._lockfile = None
 
 
 def _write_all(fd: int, data: bytes) -> None:
