@@ -206,8 +206,7 @@ def compare_stats(
 
 
 def _sort_hour(t: pa.Table) -> pa.Table:
-    t = t.cast(_target_schema(t.schema))
-    return t.sort_by(
+    t = t.sort_by(
         [
             ("node", "ascending"),
             ("device", "ascending"),
@@ -215,6 +214,7 @@ def _sort_hour(t: pa.Table) -> pa.Table:
             ("ts", "ascending"),
         ]
     )
+    return t.cast(_target_schema(t.schema))
 
 
 def _target_schema(schema: pa.Schema) -> pa.Schema:
