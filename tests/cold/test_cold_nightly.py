@@ -119,7 +119,9 @@ def test_parquet_partitions_are_verified_and_manifested(
         assert table.num_rows == manifest["rows"]
         site = where.split("/")[1].removeprefix("site=")
         d = where.split("/")[2].removeprefix("day=")
-        name = world.tables.raw.name if where.startswith("telemetry_raw") else world.tables.events.name
+        name = (
+            world.tables.raw.name if where.startswith("telemetry_raw") else world.tables.events.name
+        )
         n = q(world, f"SELECT count() FROM {name} WHERE site = '{site}' AND ts IN '{d}'")[0][0]
         assert manifest["rows"] == n
     raw = pq.read_table(archive / f"telemetry_raw/site=s102/day={day}/part-0.parquet")
