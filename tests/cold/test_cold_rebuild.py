@@ -20,7 +20,14 @@ import pytest
 
 from core.sparkplug import DataType, Metric, Payload, PropertyValue, encode_payload
 from harness import Mosquitto, QuestDB
-from ingest.config import AuditSettings, IngestConfig, IngestSettings, MqttConfig, QuestDBConfig
+from ingest.config import (
+    AuditSettings,
+    IngestConfig,
+    IngestSettings,
+    KpiSettings,
+    MqttConfig,
+    QuestDBConfig,
+)
 from ingest.host import PrimaryHost
 
 from .world import cold_cli
@@ -117,6 +124,7 @@ async def test_a_dropped_day_is_rebuilt_from_the_archive(
         questdb=QuestDBConfig(table_prefix=prefix),
         ingest=IngestSettings(rebirth_cooldown_s=0),
         audit=AuditSettings(directory=audit_dir, segment_max_bytes=8192),
+        kpi=KpiSettings(enabled=False),  # its derived rows would land in the same tables
     )
     host = PrimaryHost(cfg, ilp_conf=questdb.ilp_conf, pg_dsn=questdb.pg_dsn)
     task = asyncio.create_task(host.run(), name="primary-host")
