@@ -68,8 +68,15 @@ def _questdb(cfg: ColdConfig) -> QuestDB:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    root = args.archive if args.archive else load_config(args.config).archive.audit_directory
     anchors: dict[str, dict[str, str]] = {}
+    if args.archive:
+        root = args.archive
+    else:
+        cfg = load_config(args.config)
+        root = cfg.archive.audit_directory
+        recorded = cfg.nightly.state_directory / "audit-anchors.json"  # by the nightly job
+        if recorded.exists() and not args.anchors:
+            anchors = json.loads(recorded.read_text())
     if args.anchors:
         anchors = json.loads(args.anchors.read_text())
     chain_dirs = audit.chains(root)

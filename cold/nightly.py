@@ -3,6 +3,9 @@
 Steps, each logged when it starts and ends and recorded in ``<state>/nightly/<day>.json``
 when done:
 
+0. ``audit``: the audit chains verified from the last recorded head on; the new heads are
+   recorded in ``<state>/audit-anchors.json`` (``python -m cold verify --config`` checks
+   them, so a removed or rewritten tail is found).
 1. ``tables``: the cold tables exist; raw and event tables carry the retention TTL.
 2. ``rollups``: ``telemetry_daily`` for every metric.
 3. ``completeness``: the per-node report into ``completeness_daily``.
@@ -37,12 +40,14 @@ from cold.config import ColdConfig
 from cold.daily import completeness_day, rollup_day, store_completeness
 from cold.export import ExportResult, export_day, open_archive, read_manifest, site_counts
 from cold.questdb import ColdError, QuestDB
+from core import audit
 from core.cold_tables import ColdTables
 from core.tables import TableSet
 
 log = logging.getLogger(__name__)
 
-STEPS = ("tables", "rollups", "completeness", "export", "recheck", "retention")
+STEPS = ("audit", "tables", "rollups", "completeness", "export", "recheck", "retention")
+ANCHORS = "audit-anchors.json"
 
 
 class NightlyJob:
@@ -88,6 +93,7 @@ class NightlyJob:
         started = time.monotonic()
         state = self._load_state(day)
         steps: dict[str, Callable[[date], Any]] = {
+            "audit": self._step_audit,
             "tables": self._step_tables,
             "rollups": self._step_rollups,
             "completeness": self._step_completeness,
@@ -120,6 +126,29 @@ class NightlyJob:
         return state
 
     # -- steps ---------------------------------------------------------------------------
+
+    def _step_audit(self, day: date) -> str:
+        """Verify what the chains gained since the last run; record their heads (anchors)."""
+        path = self._state_dir / ANCHORS
+        anchors: dict[str, dict[str, str]] = json.loads(path.read_text()) if path.exists() else {}
+        checked = []
+        for chain in audit.chains(self._cfg.archive.audit_directory):
+            known = anchors.get(chain.name, {})
+            since = max(((int(i), h) for i, h in known.items()), default=None)
+            report = audit.verify_chain(chain, since=since)
+            if not report.ok:
+                raise ColdError(
+                    f"audit chain {chain} broken at {report.first_broken}: {report.reason}"
+                )
+            if report.head_index is not None and report.head_digest is not None:
+                known[str(report.head_index)] = report.head_digest
+                anchors[chain.name] = known
+            checked.append(f"{chain.name} head {report.head_index}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(anchors, indent=1))
+        os.replace(tmp, path)
+        return ", ".join(checked) or "no audit chains"
 
     def _step_tables(self, day: date) -> str:
         for sql in self._cold.create_statements():

@@ -172,11 +172,17 @@ def segment_files(directory: Path) -> list[tuple[int, Path]]:
     return out
 
 
-def verify_chain(directory: Path, *, anchors: dict[int, str] | None = None) -> ChainReport:
+def verify_chain(
+    directory: Path,
+    *,
+    anchors: dict[int, str] | None = None,
+    since: tuple[int, str] | None = None,
+) -> ChainReport:
     """Walk a chain from segment 0: names, indexes, CRCs, digests and the links between them.
 
     ``anchors`` (index → digest hex recorded elsewhere, e.g. by the nightly job) also catch a
-    removed or rewritten tail, which a chain alone cannot show.
+    removed or rewritten tail, which a chain alone cannot show. ``since`` (an anchor verified
+    before) starts the walk there: that segment's digest is checked, earlier ones are not read.
     """
     files = segment_files(directory)
     prev = ZERO_DIGEST
@@ -188,6 +194,20 @@ def verify_chain(directory: Path, *, anchors: dict[int, str] | None = None) -> C
 
     def broken(name: str, reason: str, n: int) -> ChainReport:
         return ChainReport(d, False, n, records, name, reason, *(head or (None, None)))
+
+    if since is not None:
+        index, digest = since
+        name = segment_name(index)
+        try:
+            info = parse_segment(name, (directory / name).read_bytes())
+        except FileNotFoundError:
+            return broken(name, "anchored segment is missing", 0)
+        except AuditFormatError as exc:
+            return broken(name, str(exc), 0)
+        if info.digest is None or info.digest.hex() != digest:
+            return broken(name, "digest differs from its anchor", 0)
+        prev, expected, head = info.digest, index + 1, (index, digest)
+        files = [(i, p) for i, p in files if i > index]
 
     for n, (index, path) in enumerate(files):
         name = path.name

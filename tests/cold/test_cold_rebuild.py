@@ -139,7 +139,7 @@ async def test_a_dropped_day_is_rebuilt_from_the_archive(
             await edge.publish(*data(seq, yesterday + timedelta(minutes=20 * n), n))
             seq += 1
         for n in range(60, 70):  # today, a few
-            await edge.publish(*data(seq, today + timedelta(seconds=n), n))
+            await edge.publish(*data(seq, today + timedelta(seconds=10 * n), n))
             seq += 1
     await wait_count(questdb, raw, 70 * 6)
     await wait_count(questdb, events, 70)

@@ -175,3 +175,42 @@ def test_a_second_writer_on_the_same_chain_is_refused(tmp_path: Path) -> None:
 
     asyncio.run(go())
     shutil.rmtree(tmp_path / "c")
+
+
+def test_verify_since_an_anchor_reads_only_the_new_segments(chain: Path) -> None:
+    full = audit.verify_chain(chain)
+    assert full.head_index is not None and full.head_index > 4
+    data = (chain / audit.segment_name(2)).read_bytes()
+    anchor = (2, audit.parse_segment("x", data).digest.hex())  # type: ignore[union-attr]
+    assert audit.verify_chain(chain, since=anchor).ok
+    assert not audit.verify_chain(chain, since=(2, "00" * 32)).ok  # anchor does not match
+    victim = chain / audit.segment_name(4)
+    damaged = bytearray(victim.read_bytes())
+    damaged[audit.HEADER_SIZE + 12] ^= 0xFF
+    victim.write_bytes(bytes(damaged))
+    report = audit.verify_chain(chain, since=anchor)
+    assert (report.ok, report.first_broken) == (False, audit.segment_name(4))
+
+
+def test_the_nightly_audit_step_records_heads_that_catch_a_removed_tail(
+    chain: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cold.config import parse_config  # noqa: PLC0415
+    from cold.nightly import NightlyJob  # noqa: PLC0415
+    from cold.questdb import ColdError  # noqa: PLC0415
+
+    config = tmp_path / "cold.toml"
+    config.write_text(
+        f'[archive]\naudit_directory = "{chain.parent}"\nparquet_uri = "{tmp_path / "pq"}"\n'
+        f'[nightly]\nstate_directory = "{tmp_path / "state"}"\n'
+    )
+    job = NightlyJob(parse_config(config.read_text()), None)  # the audit step needs no QuestDB
+    assert "derrick-w0 head" in job._step_audit(None)  # type: ignore[arg-type]
+    head = audit.verify_chain(chain).head_index
+    assert head is not None
+    (chain / audit.segment_name(head)).unlink()  # the tail goes: the chain alone looks fine
+    assert audit.verify_chain(chain).ok
+    assert cold_main(["verify", "--config", str(config)]) == 1  # the recorded head is missing
+    assert "anchored segment is missing" in capsys.readouterr().out
+    with pytest.raises(ColdError, match="anchored segment is missing"):
+        job._step_audit(None)  # type: ignore[arg-type]
