@@ -30,7 +30,7 @@ from harness import Postgres, QuestDB
 
 from .world import ALARM, GAP, NODES, RATES, World, cold_cli, cold_env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "cold_month_by_tenant.sql"
 

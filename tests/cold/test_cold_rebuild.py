@@ -32,10 +32,11 @@ from ingest.host import PrimaryHost
 
 from .world import cold_cli
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.asyncio]
 
 SITE, NODE = "s201", "s201-a001"
-COLUMNS = "ts, site, node, device, metric, value, hot, historical"
+RAW_COLUMNS = "ts, site, node, device, metric, value, hot, historical"
+EVENT_COLUMNS = "ts, site, node, device, metric, datatype, value, historical"
 
 
 def ms(ts: datetime) -> int:
@@ -94,9 +95,9 @@ def data(seq: int, at: datetime, n: int) -> tuple[str, bytes]:
 
 
 def rows(questdb: QuestDB, table: str, where: str) -> list[list[object]]:
-    return questdb.exec_sql(f"SELECT {COLUMNS} FROM {table} WHERE {where} ORDER BY ts, metric")[
-        "dataset"
-    ]
+    columns = RAW_COLUMNS if table.endswith("raw") else EVENT_COLUMNS
+    sql = f"SELECT {columns} FROM {table} WHERE {where} ORDER BY ts, metric"
+    return questdb.exec_sql(sql)["dataset"]
 
 
 async def wait_count(questdb: QuestDB, table: str, n: int) -> None:
