@@ -12,6 +12,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from typing import Any
 
 from cold.config import ColdConfig
@@ -48,12 +49,35 @@ def rebuild(cfg: ColdConfig, db: QuestDB, start: str, end: str) -> dict[str, Any
     summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     for table in (tables.raw, tables.events):
         db.wait_wal_applied(table.name)
-    refreshed = []
-    names = {v.name for v in tables.views()}
-    for name, status in db.query("SELECT view_name, view_status FROM materialized_views()"):
-        if name in names and status == "invalid":
-            db.execute(f"REFRESH MATERIALIZED VIEW {name} FULL")
-            refreshed.append(name)
+    refreshed = refresh_invalid_views(db, tables)
     summary["views_refreshed"] = refreshed
     log.info("rebuilt [%s, %s): %s", start, end, summary)
     return summary
+
+
+def refresh_invalid_views(db: QuestDB, tables: TableSet, timeout_s: float = 600.0) -> list[str]:
+    """Fully refresh views a dropped partition left invalid, each once the views it is built
+    on are valid again (a view on a view is invalidated by its base's full refresh), until
+    every view is valid."""
+    views = [v.name for v in tables.views()]
+    refreshed: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = {
+            name: st
+            for name, st in db.query("SELECT view_name, view_status FROM materialized_views()")
+            if name in views
+        }
+        if all(st == "valid" for st in status.values()):
+            return refreshed
+        for name in views:
+            st = status.get(name)
+            if st == "invalid":
+                db.execute(f"REFRESH MATERIALIZED VIEW {name} FULL")
+                refreshed.append(name)
+                break
+            if st != "valid" and st is not None:
+                break  # refreshing: the views built on it wait
+        if time.monotonic() > deadline:
+            raise ColdError(f"materialized views not valid after {timeout_s:.0f} s: {status}")
+        time.sleep(0.5)
