@@ -130,6 +130,9 @@ class AuditArchive:
         loop = asyncio.get_running_loop()
         try:
             await self.commit()
+        except AuditError as exc:
+            # Never acknowledged, so the edges still hold these messages and send them again.
+            log.warning("audit archive: last messages not archived at close: %s", exc)
         finally:
             try:
                 await loop.run_in_executor(self._thread, self._close)

@@ -129,10 +129,10 @@ class PrimaryHost:
                 if self.kpi is not None:
                     tg.create_task(self.kpi.run(ready=self.online), name="kpi-node")
         finally:
-            if self.audit is not None:
-                await self.audit.close()
             await self._in_writer(self._writer.close)
             self._writer_thread.shutdown(wait=True)
+            if self.audit is not None:
+                await self.audit.close()
 
     # -- MQTT ----------------------------------------------------------------------------
 
