@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import msgspec
 import psycopg
 from litestar import get
+from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import Parameter
 
@@ -37,8 +38,8 @@ class NodeCompleteness(msgspec.Struct, frozen=True):
 @get("/v1/sites/{site_id:str}/completeness", tags=["data"])
 async def site_completeness(
     *,
-    svc: Any,
-    who: Principal,
+    svc: NamedDependency[Any],  # api.app.Services (not imported: app imports this module)
+    who: NamedDependency[Principal],
     site_id: Annotated[str, Parameter(pattern=r"^s[0-9]{3,12}$", description="Site id")],
     day: Annotated[dt.date | None, Parameter(description="UTC day (default: yesterday)")] = None,
 ) -> list[NodeCompleteness]:
