@@ -37,6 +37,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api import readings
 from api.access import Access, Principal
+from api.completeness import site_completeness
 from api.live import LiveFeed
 from api.ratelimit import RateLimiter
 from api.readings import Bucket, Reader, Totals
@@ -532,7 +533,7 @@ def create_app(services: Services) -> Litestar:
 
     security: list[dict[str, list[str]]] = [{"BearerAuth": []}, {"ApiKeyHeader": []}]
     routes = [list_sites, get_site, site_current, get_appliance, appliance_current, series,
-              aggregates, compare, kpis, live]  # fmt: skip
+              aggregates, compare, kpis, live, site_completeness]  # fmt: skip
     return Litestar(
         route_handlers=[health, *routes, *ALERT_ROUTES, *VENDOR_ROUTES],
         dependencies={

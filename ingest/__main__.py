@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+from core import conventions
 from core.config import ConfigError, secret_from_env
 from core.runtime import run_until_signal
 from ingest import metrics
@@ -28,7 +31,42 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run")
     run.add_argument("--config", type=Path, required=True)
+    rp = sub.add_parser("replay", help="rebuild rows of a time range from the audit archive")
+    rp.add_argument("--archive", type=Path, required=True, help="the [audit] directory")
+    rp.add_argument("--from", dest="start", required=True, help="ISO time, inclusive")
+    rp.add_argument("--to", dest="end", required=True, help="ISO time, exclusive")
+    rp.add_argument("--table-prefix", default="")
+    rp.add_argument("--primary-host-id", default=conventions.DEFAULT_PRIMARY_HOST_ID)
+    rp.add_argument("--ilp-env", default="DERRICK_QUESTDB_ILP")
     return parser
+
+
+def _iso_ns(text: str) -> int:
+    ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    ts = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+    return int(ts.timestamp()) * 1_000_000_000 + ts.microsecond * 1000
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from core.tables import TableSet  # noqa: PLC0415
+    from ingest.replay import replay_archive, summary  # noqa: PLC0415
+
+    try:
+        ilp_conf = secret_from_env(args.ilp_env)
+        start, end = _iso_ns(args.start), _iso_ns(args.end)
+    except (ConfigError, ValueError) as exc:
+        print(f"derrick-ingest replay: {exc}", file=sys.stderr)
+        return 2
+    result = replay_archive(
+        args.archive,
+        ilp_conf,
+        TableSet(args.table_prefix),
+        primary_host_id=args.primary_host_id,
+        start_ns=start,
+        end_ns=end,
+    )
+    print(json.dumps(summary(result)))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command == "replay":
+        return _replay(args)
     try:
         cfg = load_config(args.config)
         ilp_conf = secret_from_env(cfg.questdb.ilp_conf_env)
