@@ -29,6 +29,7 @@ from pathlib import Path
 
 from core.config import ConfigError
 from core.runtime import run_until_signal
+from edge import metrics
 from edge.agent import EdgeAgent
 from edge.config import (
     AgentConfig,
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(io.UnsupportedOperation, ValueError):
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     agent = EdgeAgent(cfg, password=password)
+    if cfg.metrics.port is not None:
+        metrics.serve(agent, cfg.metrics.port, cfg.metrics.address)
     asyncio.run(
         run_until_signal(
             agent.run(),
