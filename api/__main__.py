@@ -75,8 +75,14 @@ def _serve(path: Path) -> None:
     reader = Reader(qdb, TableSet(cfg.questdb.table_prefix), cfg.questdb.kpi_group)
     vendor_key = config.secret_file(cfg.vendor.pseudonym_key_file) if cfg.vendor else None
     app = create_app(
-        Services(Access(pg), reader, pools=[pg, qdb], live=live, vendor_key=vendor_key)
+        Services(Access(pg), reader, pools=[pg, qdb], live=live, vendor_key=vendor_key),
+        metrics=cfg.metrics is not None,
     )
+    if cfg.metrics is not None:
+        from api.ops import serve_metrics  # noqa: PLC0415
+
+        serve_metrics(cfg.metrics.port, cfg.metrics.host)
+        log.info("metrics on http://%s:%s/metrics", cfg.metrics.host, cfg.metrics.port)
     log.info("serving on http://%s:%s (OpenAPI at /schema)", cfg.server.host, cfg.server.port)
     uvicorn.run(app, host=cfg.server.host, port=cfg.server.port, log_config=None)
 
