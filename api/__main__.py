@@ -30,6 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 from api import config, keys, migrate, registry
 from api.broker_auth import ServiceRole
 from api.errors import ApiError
+from core.logformat import LOG_FORMATS, configure_logging
 from core.tables import TableSet
 
 log = logging.getLogger("api")
@@ -90,6 +91,7 @@ def _serve(path: Path) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m api", description="Derrick customer API")
     p.add_argument("--dsn-env", default="DERRICK_PG_DSN", help="env var with the registry DSN")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="text")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply pending SQL migrations")
     s = sub.add_parser("serve", help="run the HTTP API")
@@ -127,9 +129,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(logging.INFO, args.log_format)
     try:
         match args.command:
             case "migrate":

@@ -3,7 +3,11 @@ age, the connection state and the version it reports are the queue's real conten
 
 from __future__ import annotations
 
+import json
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -95,3 +99,32 @@ def test_edge_metrics_show_the_real_queue(tmp_path: Path, mosquitto: Mosquitto) 
     assert value("derrick_edge_info", appliance=NODE, version=AGENT_VERSION) == 1
     assert 0 <= value("derrick_edge_status_age_seconds") < 30
     assert ("derrick_edge_last_ack_age_seconds", ()) not in m
+
+
+def test_edge_json_logs_are_one_object_per_line(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    spec = EdgeSpec(site=SITE, appliance=NODE, devices=[SimulatedDevice("daq", seed=6)],
+                    wait_for_primary_host=False)  # fmt: skip
+    config = tmp_path / "agent.toml"
+    config.write_text(spec.toml([mosquitto.port], tmp_path / "queue.db"), encoding="utf-8")
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "edge", "--log-format", "json", "run", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert agent.stderr is not None
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = agent.stderr.readline()
+            assert line, "the agent exited"
+            lines.append(json.loads(line))
+            if "starting" in lines[-1]["message"]:
+                break
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.communicate(timeout=30)
+    start = lines[-1]
+    assert start["logger"] == "edge.agent" and start["level"] == "INFO"
+    assert start["message"].startswith(f"edge node {SITE}/{NODE} starting")
