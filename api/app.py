@@ -1,8 +1,8 @@
 """The Litestar application: registry-backed auth, tenant isolation, data and live endpoints.
 
-Every route but ``/health`` (and the OpenAPI pages under ``/schema``) needs an API key, as
-``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. An id the caller may not see is a
-404 exactly like an id that does not exist. Each key has its own token bucket (429 with
+Every route but ``/health``, ``/ready`` (and the OpenAPI pages under ``/schema``) needs an
+API key, as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. An id the caller may
+not see is a 404 exactly like an id that does not exist. Each key has its own token bucket (429 with
 ``Retry-After``). Parameters are checked before any query: ids by pattern, time zones
 against the IANA database, ranges by the number of buckets they would produce (400).
 """
