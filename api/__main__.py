@@ -30,7 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 from api import config, keys, migrate, registry
 from api.broker_auth import ServiceRole
 from api.errors import ApiError
-from core.logformat import LOG_FORMATS, configure_logging
+from core.logformat import LOG_FORMATS, LogFormat, configure_logging
 from core.tables import TableSet
 
 log = logging.getLogger("api")
@@ -40,7 +40,7 @@ def _registry_conn(args: argparse.Namespace) -> psycopg.Connection:
     return psycopg.connect(config.secret_from_env(args.dsn_env), autocommit=True)
 
 
-def _serve(path: Path) -> None:
+def _serve(path: Path, log_format: LogFormat) -> None:
     import uvicorn  # noqa: PLC0415 - only the serve command needs it
 
     from api.access import Access  # noqa: PLC0415
@@ -78,6 +78,7 @@ def _serve(path: Path) -> None:
     app = create_app(
         Services(Access(pg), reader, pools=[pg, qdb], live=live, vendor_key=vendor_key),
         metrics=cfg.metrics is not None,
+        log_format=log_format,
     )
     if cfg.metrics is not None:
         from api.ops import serve_metrics  # noqa: PLC0415
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 applied = migrate.apply(config.secret_from_env(args.dsn_env))
                 print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'up to date'}")
             case "serve":
-                _serve(args.config)
+                _serve(args.config, args.log_format)
             case "sync-catalogue":
                 qdsn = config.secret_from_env(args.questdb_env)
                 with _registry_conn(args) as conn, psycopg.connect(qdsn, autocommit=True) as q:

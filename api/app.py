@@ -27,6 +27,7 @@ from litestar.exceptions import (
     NotFoundException,
     ValidationException,
 )
+from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -41,6 +42,7 @@ from api.live import LiveFeed
 from api.ops import prometheus_config
 from api.ratelimit import RateLimiter
 from api.readings import Bucket, Reader, Totals
+from core.logformat import JsonFormatter, LogFormat
 from core.queries import SERIES_BUCKETS
 
 log = logging.getLogger(__name__)
@@ -538,8 +540,11 @@ def _store_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[An
     )
 
 
-def create_app(services: Services, *, metrics: bool = False) -> Litestar:
-    """The application; ``metrics``: time and count requests per route (``api.ops``)."""
+def create_app(
+    services: Services, *, metrics: bool = False, log_format: LogFormat = "text"
+) -> Litestar:
+    """The application; ``metrics``: time and count requests per route (``api.ops``);
+    ``log_format``: Litestar configures the root logger, in this format."""
     from api.alerts_routes import ROUTES as ALERT_ROUTES  # noqa: PLC0415 - imports this module
     from api.vendor_routes import ROUTES as VENDOR_ROUTES  # noqa: PLC0415
 
@@ -592,5 +597,10 @@ def create_app(services: Services, *, metrics: bool = False) -> Litestar:
         ),
         state=State({}),
         middleware=[prometheus_config().middleware] if metrics else [],
+        logging_config=(
+            LoggingConfig(formatters={"standard": {"()": JsonFormatter}})
+            if log_format == "json"
+            else LoggingConfig()
+        ),
         debug=False,
     )

@@ -4,8 +4,12 @@ route templates, methods and statuses, never a requested id."""
 
 from __future__ import annotations
 
+import json
+import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,11 +23,12 @@ from api.app import Services, _reachable, create_app
 from api.ops import serve_metrics
 from api.readings import Reader
 from harness import QuestDB
+from harness.derrick import api_process
 from harness.ports import allocate_port
 
 from . import world as w
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+pytestmark = [pytest.mark.integration]
 
 SITE_ROUTE = "/v1/sites/{site_id}"
 
@@ -78,6 +83,7 @@ def metrics_port() -> int:
     return port
 
 
+@pytest.mark.asyncio
 async def test_ready_when_both_stores_answer(
     built: tuple[_App, AsyncTestClient[Litestar]], questdb: QuestDB
 ) -> None:
@@ -99,6 +105,7 @@ async def test_ready_when_both_stores_answer(
         await dead.close()
 
 
+@pytest.mark.asyncio
 async def test_metrics_per_route_template_on_their_own_port(
     built: tuple[_App, AsyncTestClient[Litestar]], world: w.World, metrics_port: int
 ) -> None:
@@ -119,3 +126,41 @@ async def test_metrics_per_route_template_on_their_own_port(
     assert not any("/schema" in v for v in values)
     # The API port does not serve them.
     assert (await client.get("/metrics")).status_code == 404
+
+
+def test_served_api_metrics_listener_ready_and_json_logs(
+    tmp_path: Path, registry_dsn: str, questdb: QuestDB
+) -> None:
+    """``python -m api --log-format json serve`` with ``[metrics]``: as an operator runs it."""
+    port, metrics = allocate_port(), allocate_port()
+    api = api_process(
+        tmp_path / "api",
+        port=port,
+        registry_dsn=registry_dsn,
+        questdb_dsn=questdb.pg_dsn,
+        metrics_port=metrics,
+        log_format="json",
+    )
+    api.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as r:
+                    assert json.loads(r.read())["status"] == "ready"
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the API did not become ready in 60 s"
+                time.sleep(0.5)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/sites", timeout=5)
+        assert refused.value.code == 401
+        refused.value.close()
+        m = _scrape(metrics)
+    finally:
+        api.stop()
+    assert _count(m, "/v1/sites", "401") == 1
+    assert _count(m, "/ready", "200") >= 1
+    lines = (tmp_path / "api" / "api.log").read_text(encoding="utf-8").splitlines()
+    logged = [json.loads(line) for line in lines if line.startswith("{")]
+    assert any(x["message"].startswith("metrics on http://127.0.0.1:") for x in logged), lines
