@@ -30,6 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 from api import config, keys, migrate, registry
 from api.broker_auth import ServiceRole
 from api.errors import ApiError
+from core.logformat import LOG_FORMATS, LogFormat, configure_logging
 from core.tables import TableSet
 
 log = logging.getLogger("api")
@@ -39,7 +40,7 @@ def _registry_conn(args: argparse.Namespace) -> psycopg.Connection:
     return psycopg.connect(config.secret_from_env(args.dsn_env), autocommit=True)
 
 
-def _serve(path: Path) -> None:
+def _serve(path: Path, log_format: LogFormat) -> None:
     import uvicorn  # noqa: PLC0415 - only the serve command needs it
 
     from api.access import Access  # noqa: PLC0415
@@ -75,8 +76,15 @@ def _serve(path: Path) -> None:
     reader = Reader(qdb, TableSet(cfg.questdb.table_prefix), cfg.questdb.kpi_group)
     vendor_key = config.secret_file(cfg.vendor.pseudonym_key_file) if cfg.vendor else None
     app = create_app(
-        Services(Access(pg), reader, pools=[pg, qdb], live=live, vendor_key=vendor_key)
+        Services(Access(pg), reader, pools=[pg, qdb], live=live, vendor_key=vendor_key),
+        metrics=cfg.metrics is not None,
+        log_format=log_format,
     )
+    if cfg.metrics is not None:
+        from api.ops import serve_metrics  # noqa: PLC0415
+
+        serve_metrics(cfg.metrics.port, cfg.metrics.host)
+        log.info("metrics on http://%s:%s/metrics", cfg.metrics.host, cfg.metrics.port)
     log.info("serving on http://%s:%s (OpenAPI at /schema)", cfg.server.host, cfg.server.port)
     uvicorn.run(app, host=cfg.server.host, port=cfg.server.port, log_config=None)
 
@@ -84,6 +92,7 @@ def _serve(path: Path) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m api", description="Derrick customer API")
     p.add_argument("--dsn-env", default="DERRICK_PG_DSN", help="env var with the registry DSN")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="text")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply pending SQL migrations")
     s = sub.add_parser("serve", help="run the HTTP API")
@@ -121,16 +130,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(logging.INFO, args.log_format)
     try:
         match args.command:
             case "migrate":
                 applied = migrate.apply(config.secret_from_env(args.dsn_env))
                 print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'up to date'}")
             case "serve":
-                _serve(args.config)
+                _serve(args.config, args.log_format)
             case "sync-catalogue":
                 qdsn = config.secret_from_env(args.questdb_env)
                 with _registry_conn(args) as conn, psycopg.connect(qdsn, autocommit=True) as q:

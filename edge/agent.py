@@ -130,6 +130,8 @@ class EdgeAgent:
         self._last_ack_ms: int | None = None
         self._connected_since_ms: int | None = None
         self.published_samples = 0
+        #: The last status written (``edge.metrics`` reads it at scrape time).
+        self.status: AgentStatus | None = None
 
     def __repr__(self) -> str:
         return f"EdgeAgent(node={self._cfg.node.appliance!r})"
@@ -455,6 +457,7 @@ class EdgeAgent:
             mode=self._policy.mode(now / 1000),
             queue=stats,
         )
+        self.status = status
         await self._db(write_status, self._cfg.queue.path, status)
 
     # -- MQTT session --------------------------------------------------------------------

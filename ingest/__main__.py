@@ -17,6 +17,7 @@ from pathlib import Path
 
 from core import conventions
 from core.config import ConfigError, secret_from_env
+from core.logformat import LOG_FORMATS, configure_logging
 from core.runtime import run_until_signal
 from ingest import metrics
 from ingest.config import load_config, read_password
@@ -28,6 +29,7 @@ log = logging.getLogger("ingest")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="derrick-ingest", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run")
     run.add_argument("--config", type=Path, required=True)
@@ -71,10 +73,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level.upper(), args.log_format)
     if args.command == "replay":
         return _replay(args)
     try:
