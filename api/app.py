@@ -508,6 +508,7 @@ def _store_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[An
 
 def create_app(services: Services) -> Litestar:
     from api.alerts_routes import ROUTES as ALERT_ROUTES  # noqa: PLC0415 - imports this module
+    from api.reports_routes import ROUTES as REPORT_ROUTES  # noqa: PLC0415
     from api.vendor_routes import ROUTES as VENDOR_ROUTES  # noqa: PLC0415
 
     @contextlib.asynccontextmanager
@@ -534,7 +535,7 @@ def create_app(services: Services) -> Litestar:
     routes = [list_sites, get_site, site_current, get_appliance, appliance_current, series,
               aggregates, compare, kpis, live]  # fmt: skip
     return Litestar(
-        route_handlers=[health, *routes, *ALERT_ROUTES, *VENDOR_ROUTES],
+        route_handlers=[health, *routes, *ALERT_ROUTES, *VENDOR_ROUTES, *REPORT_ROUTES],
         dependencies={
             "svc": Provide(lambda: services, sync_to_thread=False),
             "who": Provide(authenticate),
