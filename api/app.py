@@ -547,6 +547,7 @@ def create_app(
     """The application; ``metrics``: time and count requests per route (``api.ops``);
     ``log_format``: Litestar configures the root logger, in this format."""
     from api.alerts_routes import ROUTES as ALERT_ROUTES  # noqa: PLC0415 - imports this module
+    from api.reports_routes import ROUTES as REPORT_ROUTES  # noqa: PLC0415
     from api.vendor_routes import ROUTES as VENDOR_ROUTES  # noqa: PLC0415
 
     @contextlib.asynccontextmanager
@@ -573,7 +574,7 @@ def create_app(
     routes = [list_sites, get_site, site_current, get_appliance, appliance_current, series,
               aggregates, compare, kpis, live, site_completeness]  # fmt: skip
     return Litestar(
-        route_handlers=[health, ready, *routes, *ALERT_ROUTES, *VENDOR_ROUTES],
+        route_handlers=[health, ready, *routes, *ALERT_ROUTES, *VENDOR_ROUTES, *REPORT_ROUTES],
         dependencies={
             "svc": Provide(lambda: services, sync_to_thread=False),
             "who": Provide(authenticate),

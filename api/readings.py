@@ -141,6 +141,7 @@ class Reader:
 
     @property
     def pool(self) -> AsyncConnectionPool[Any]:
+        """The QuestDB pool, for route modules that run their own queries (reports)."""
         return self._pool
 
     async def _rows(self, sql: str, params: Mapping[str, object]) -> list[tuple[Any, ...]]:
