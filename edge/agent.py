@@ -525,10 +525,16 @@ class EdgeAgent:
             await client.publish(str(death.topic), death.payload, qos=1, retain=False)
 
     async def stop_gracefully(self) -> None:
-        """Publish NDEATH before an intentional disconnect (Sparkplug 3.0, MQTT 3.1.1)."""
-        client = self._client
-        if client is not None and self._session is not None and self._session.bdseq is not None:
-            await self._leave(client)
+        """Publish NDEATH before an intentional disconnect (Sparkplug 3.0, MQTT 3.1.1).
+
+        Under the publish lock, with live publishing stopped first: a data message sent
+        after the NDEATH would reach the host for a dead node (it stays queued here, but the
+        host rightly refuses it as data before a birth)."""
+        async with self._pub_lock:
+            self._live = False
+            client = self._client
+            if client is not None and self._session is not None and self._session.bdseq is not None:
+                await self._leave(client)
 
     async def _birth(self) -> None:
         client = self._client
