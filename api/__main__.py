@@ -3,7 +3,7 @@
     python -m api migrate        --dsn-env DERRICK_PG_DSN
     python -m api serve          --config api.toml
     python -m api sync-catalogue --dsn-env DERRICK_PG_DSN --questdb-env DERRICK_QUESTDB_PG
-    python -m api tenant  ID NAME [--kind customer|vendor|operator]
+    python -m api tenant  ID NAME [--kind customer|vendor|operator] [--rate-per-s R --burst B]
     python -m api user    TENANT EMAIL ROLE          (prints the user id)
     python -m api key     USER_ID [--label L]        (prints the key once)
     python -m api site    ID TENANT [--timezone Z]
@@ -159,6 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("id")
     s.add_argument("name")
     s.add_argument("--kind", default="customer", choices=["customer", "vendor", "operator"])
+    s.add_argument("--rate-per-s", type=float, default=50.0, help="API requests/s, all keys")
+    s.add_argument("--burst", type=int, default=200)
     s = sub.add_parser("user")
     s.add_argument("tenant")
     s.add_argument("email")
@@ -206,7 +208,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(report)
             case "tenant":
                 with _registry_conn(args) as conn:
-                    registry.create_tenant(conn, args.id, args.name, args.kind)
+                    registry.create_tenant(
+                        conn,
+                        args.id,
+                        args.name,
+                        args.kind,
+                        rate_per_s=args.rate_per_s,
+                        burst=args.burst,
+                    )
             case "user":
                 with _registry_conn(args) as conn:
                     print(registry.create_user(conn, args.tenant, args.email, keys.Role(args.role)))

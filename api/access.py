@@ -22,6 +22,9 @@ class Principal(msgspec.Struct, frozen=True):
     role: keys.Role
     rate_per_s: float
     burst: int
+    #: The tenant's allowance, shared by all its keys.
+    tenant_rate_per_s: float = 50.0
+    tenant_burst: int = 200
 
     def __repr__(self) -> str:
         return f"Principal(key_id={self.key_id!r}, tenant={self.tenant!r}, role={self.role})"
@@ -51,15 +54,26 @@ class Access:
             return None
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT k.secret_sha256, u.id, u.tenant_id, u.role, k.rate_per_s, k.burst "
+                "SELECT k.secret_sha256, u.id, u.tenant_id, u.role, k.rate_per_s, k.burst, "
+                "t.rate_per_s, t.burst "
                 "FROM api_keys k JOIN users u ON u.id = k.user_id "
+                "JOIN tenants t ON t.id = u.tenant_id "
                 "WHERE k.key_id = %s AND k.revoked_at IS NULL AND u.disabled_at IS NULL",
                 (key_id,),
             )
             row = await cur.fetchone()
         if row is None or not keys.matches(presented, bytes(row[0])):
             return None
-        return Principal(key_id, int(row[1]), str(row[2]), keys.Role(row[3]), row[4], int(row[5]))
+        return Principal(
+            key_id,
+            int(row[1]),
+            str(row[2]),
+            keys.Role(row[3]),
+            row[4],
+            int(row[5]),
+            float(row[6]),
+            int(row[7]),
+        )
 
     def _params(self, who: Principal, **extra: object) -> dict[str, object]:
         return {"role": who.role.value, "tenant": who.tenant, **extra}

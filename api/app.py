@@ -235,7 +235,17 @@ async def authenticate(request: Request[Any, Any, Any], svc: Svc) -> Principal:
     if retry_after:
         raise HTTPException(
             status_code=429,
-            detail=f"rate limit of {who.rate_per_s:g} requests/s exceeded",
+            detail=f"rate limit of this key ({who.rate_per_s:g} requests/s) exceeded",
+            headers={"Retry-After": str(retry_after)},
+        )
+    retry_after = svc.limiter.check(f"tenant:{who.tenant}", who.tenant_rate_per_s, who.tenant_burst)
+    if retry_after:
+        raise HTTPException(
+            status_code=429,
+            detail=(
+                f"rate limit of tenant {who.tenant} ({who.tenant_rate_per_s:g} requests/s, "
+                "all its keys together) exceeded"
+            ),
             headers={"Retry-After": str(retry_after)},
         )
     return who

@@ -38,10 +38,20 @@ def _refused(exc: psycopg.Error) -> RegistryError:
     return RegistryError(f"refused by the registry: {diag}")
 
 
-def create_tenant(conn: psycopg.Connection, tenant: str, name: str, kind: str = "customer") -> None:
+def create_tenant(
+    conn: psycopg.Connection,
+    tenant: str,
+    name: str,
+    kind: str = "customer",
+    *,
+    rate_per_s: float = 50.0,
+    burst: int = 200,
+) -> None:
+    """A tenant; ``rate_per_s``/``burst``: the API allowance all its keys share."""
     try:
         conn.execute(
-            "INSERT INTO tenants (id, name, kind) VALUES (%s, %s, %s)", (tenant, name, kind)
+            "INSERT INTO tenants (id, name, kind, rate_per_s, burst) VALUES (%s, %s, %s, %s, %s)",
+            (tenant, name, kind, rate_per_s, burst),
         )
     except psycopg.Error as exc:
         raise _refused(exc) from exc

@@ -202,7 +202,7 @@ def registry_with_site(pg: Postgres, qdb: QuestDB, tables: TableSet) -> tuple[st
     dsn = pg.dsn_for("postgres")
     migrate.apply(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        registry.create_tenant(conn, TENANT, "Bench Drilling")
+        registry.create_tenant(conn, TENANT, "Bench Drilling", rate_per_s=1e6, burst=1_000_000)
         registry.create_site(conn, SITE, TENANT, "Bench pad", TZ)
         with psycopg.connect(qdb.pg_dsn, autocommit=True) as q:
             registry.sync_catalogue(conn, q, tables)

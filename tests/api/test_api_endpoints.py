@@ -223,7 +223,24 @@ async def test_rate_limit_per_key_with_retry_after(
     assert codes == [200, 200, 200, 429]
     r = await client.get("/v1/sites", headers=auth(world, "slow"))
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    assert "rate limit of this key (0.2 requests/s)" in r.text
     assert (await client.get("/v1/sites", headers=auth(world))).status_code == 200  # other key
+
+
+async def test_rate_limit_per_tenant_across_its_keys(
+    client: AsyncTestClient[Litestar], world: w.World
+) -> None:
+    """Tenant ``tight`` may make 4 requests in a burst, whichever of its keys asks: more keys
+    do not buy a larger allowance."""
+    codes = [
+        (await client.get("/v1/sites", headers=auth(world, k))).status_code
+        for k in ("tight1", "tight2", "tight1", "tight2", "tight2")
+    ]
+    assert codes == [200, 200, 200, 200, 429]
+    r = await client.get("/v1/sites", headers=auth(world, "tight1"))
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    assert "tenant tight (0.2 requests/s, all its keys together)" in r.text
+    assert (await client.get("/v1/sites", headers=auth(world, "bolt"))).status_code == 200
 
 
 async def test_openapi_and_browsable_ui(client: AsyncTestClient[Litestar]) -> None:

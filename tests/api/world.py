@@ -65,10 +65,12 @@ def build(postgres: Postgres, questdb: QuestDB) -> Iterator[World]:
     _write(questdb, tables, world)
     _wait_for_views(questdb, tables, expected=len(world.times) * 2 * len(NODES))
     with psycopg.connect(dsn, autocommit=True) as conn:
-        registry.create_tenant(conn, "acme", "Acme Drilling")
-        registry.create_tenant(conn, "bolt", "Bolt Energy")
-        registry.create_tenant(conn, "vend", "Mud Vendor", "vendor")
-        registry.create_tenant(conn, "derrick", "Derrick Ops", "operator")
+        roomy = {"rate_per_s": 1000.0, "burst": 1000}
+        registry.create_tenant(conn, "acme", "Acme Drilling", **roomy)
+        registry.create_tenant(conn, "bolt", "Bolt Energy", **roomy)
+        registry.create_tenant(conn, "vend", "Mud Vendor", "vendor", **roomy)
+        registry.create_tenant(conn, "derrick", "Derrick Ops", "operator", **roomy)
+        registry.create_tenant(conn, "tight", "Tight Budget", rate_per_s=0.2, burst=4)
         registry.create_site(conn, "s201", "acme", "North pad", "America/Chicago")
         registry.create_site(conn, "s202", "bolt", "South pad", "UTC")
         registry.share_site(conn, "s202", "vend")
@@ -83,6 +85,8 @@ def build(postgres: Postgres, questdb: QuestDB) -> Iterator[World]:
             ("vendor", "vend", keys.Role.VENDOR, 1000.0),
             ("ops", "derrick", keys.Role.OPS, 1000.0),
             ("slow", "acme", keys.Role.CUSTOMER_VIEWER, 0.2),
+            ("tight1", "tight", keys.Role.CUSTOMER_VIEWER, 1000.0),
+            ("tight2", "tight", keys.Role.CUSTOMER_VIEWER, 1000.0),
         ):
             uid = registry.create_user(conn, tenant, f"{key_name}@{tenant}.example", role)
             burst = 3 if key_name == "slow" else 1000
