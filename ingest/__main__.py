@@ -1,6 +1,8 @@
 """``derrick-ingest``: the ingest worker (Sparkplug Primary Host) command line.
 
-``derrick-ingest run --config ingest.toml`` runs until SIGTERM/SIGINT. The QuestDB ILP
+``derrick-ingest run --config ingest.toml`` runs until SIGTERM/SIGINT;
+``derrick-ingest check --config ingest.toml`` only validates the file (exit 2 when invalid),
+as Ansible's ``validate`` does before installing a rendered configuration. The QuestDB ILP
 configuration string and PGWire DSN come from the environment variables the config names
 (defaults ``DERRICK_QUESTDB_ILP``, ``DERRICK_QUESTDB_PG``), never from the file.
 """
@@ -28,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run")
     run.add_argument("--config", type=Path, required=True)
+    check = sub.add_parser("check", help="validate the configuration file and exit")
+    check.add_argument("--config", type=Path, required=True)
     return parser
 
 
@@ -39,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         cfg = load_config(args.config)
+        if args.command == "check":
+            print(f"{args.config}: valid")
+            return 0
         ilp_conf = secret_from_env(cfg.questdb.ilp_conf_env)
         pg_dsn = secret_from_env(cfg.questdb.pg_dsn_env) if cfg.questdb.create_tables else None
         password = read_password(cfg.mqtt)
