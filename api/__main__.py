@@ -19,6 +19,8 @@ Connection strings come from environment variables (named by ``--dsn-env``, defa
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime as dt
 import logging
 import sys
 from pathlib import Path
@@ -29,7 +31,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from api import config, keys, migrate, registry
 from api.broker_auth import ServiceRole
-from api.errors import ApiError
+from api.errors import ApiError, NotFoundError
+from core.logformat import LOG_FORMATS, LogFormat, configure_logging
 from core.tables import TableSet
 
 log = logging.getLogger("api")
@@ -39,7 +42,7 @@ def _registry_conn(args: argparse.Namespace) -> psycopg.Connection:
     return psycopg.connect(config.secret_from_env(args.dsn_env), autocommit=True)
 
 
-def _serve(path: Path) -> None:
+def _serve(path: Path, log_format: LogFormat) -> None:
     import uvicorn  # noqa: PLC0415 - only the serve command needs it
 
     from api.access import Access  # noqa: PLC0415
@@ -75,15 +78,76 @@ def _serve(path: Path) -> None:
     reader = Reader(qdb, TableSet(cfg.questdb.table_prefix), cfg.questdb.kpi_group)
     vendor_key = config.secret_file(cfg.vendor.pseudonym_key_file) if cfg.vendor else None
     app = create_app(
-        Services(Access(pg), reader, pools=[pg, qdb], live=live, vendor_key=vendor_key)
+        Services(Access(pg), reader, pools=[pg, qdb], live=live, vendor_key=vendor_key),
+        metrics=cfg.metrics is not None,
+        log_format=log_format,
     )
+    if cfg.metrics is not None:
+        from api.ops import serve_metrics  # noqa: PLC0415
+
+        serve_metrics(cfg.metrics.port, cfg.metrics.host)
+        log.info("metrics on http://%s:%s/metrics", cfg.metrics.host, cfg.metrics.port)
     log.info("serving on http://%s:%s (OpenAPI at /schema)", cfg.server.host, cfg.server.port)
     uvicorn.run(app, host=cfg.server.host, port=cfg.server.port, log_config=None)
+
+
+def previous_month(now: dt.datetime) -> str:
+    first = now.astimezone(dt.UTC).date().replace(day=1)
+    return (first - dt.timedelta(days=1)).strftime("%Y-%m")
+
+
+def _report(args: argparse.Namespace) -> list[Path]:
+    """Render a site's monthly report into ``--out``: ``<site>-<month>.pdf`` and the CSV
+    tables ``<site>-<month>-<table>.csv``, each written to a temporary name then renamed."""
+    from psycopg import AsyncConnection  # noqa: PLC0415
+
+    from api import report_pdf, reports  # noqa: PLC0415
+
+    month = args.month or previous_month(dt.datetime.now(dt.UTC))
+
+    async def gather() -> reports.MonthlyReport:
+        pg_dsn, q_dsn = (
+            config.secret_from_env(args.dsn_env),
+            config.secret_from_env(args.questdb_env),
+        )
+        async with (
+            await AsyncConnection.connect(pg_dsn, autocommit=True) as pg,
+            await AsyncConnection.connect(q_dsn, autocommit=True) as qdb,
+        ):
+            cur = await pg.execute(
+                "SELECT id, name, timezone, tenant_id FROM sites WHERE id = %s", (args.site,)
+            )
+            site = await cur.fetchone()
+            if site is None:
+                raise NotFoundError(f"no site {args.site!r}")
+            try:
+                return await reports.gather(
+                    site, month, registry=pg, questdb=qdb, tables=TableSet(args.table_prefix),
+                    now=dt.datetime.now(dt.UTC),
+                )  # fmt: skip
+            except reports.ReportError as exc:
+                raise ApiError(str(exc)) from exc
+
+    report = asyncio.run(gather())
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"{args.site}-{month}"
+    files = {f"{name}.pdf": report_pdf.render(report)}
+    files |= {f"{name}-{t}.csv": to_csv(report) for t, to_csv in reports.CSV_TABLES.items()}
+    written = []
+    for filename, body in files.items():
+        tmp = args.out / f".{filename}.tmp"
+        tmp.write_bytes(body)
+        tmp.replace(args.out / filename)
+        written.append(args.out / filename)
+    log.info("report %s %s: %d series, %d alerts", args.site, month, len(report.series()),
+             len(report.alerts))  # fmt: skip
+    return written
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m api", description="Derrick customer API")
     p.add_argument("--dsn-env", default="DERRICK_PG_DSN", help="env var with the registry DSN")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="text")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply pending SQL migrations")
     s = sub.add_parser("serve", help="run the HTTP API")
@@ -116,21 +180,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--site", help="the site a site_gateway account serves")
     sub.add_parser("broker-files").add_argument("directory", type=Path)
+    s = sub.add_parser("report", help="render a site's monthly compliance report (PDF + CSV)")
+    s.add_argument("--site", required=True)
+    s.add_argument("--month", help="YYYY-MM (UTC); default: the previous month")
+    s.add_argument("--out", type=Path, required=True, help="directory to write the files into")
+    s.add_argument("--questdb-env", default="DERRICK_QUESTDB_PG")
+    s.add_argument("--table-prefix", default="")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(logging.INFO, args.log_format)
     try:
         match args.command:
             case "migrate":
                 applied = migrate.apply(config.secret_from_env(args.dsn_env))
                 print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'up to date'}")
             case "serve":
-                _serve(args.config)
+                _serve(args.config, args.log_format)
             case "sync-catalogue":
                 qdsn = config.secret_from_env(args.questdb_env)
                 with _registry_conn(args) as conn, psycopg.connect(qdsn, autocommit=True) as q:
@@ -162,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
                         conn, args.name, ServiceRole(args.role), args.site
                     )
                 print(account.password)
+            case "report":
+                for path in _report(args):
+                    print(path)
             case "broker-files":
                 with _registry_conn(args) as conn:
                     for name, path in registry.write_broker_files(conn, args.directory).items():

@@ -1,8 +1,8 @@
 """The Litestar application: registry-backed auth, tenant isolation, data and live endpoints.
 
-Every route but ``/health`` (and the OpenAPI pages under ``/schema``) needs an API key, as
-``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. An id the caller may not see is a
-404 exactly like an id that does not exist. Each key has its own token bucket (429 with
+Every route but ``/health``, ``/ready`` (and the OpenAPI pages under ``/schema``) needs an
+API key, as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. An id the caller may
+not see is a 404 exactly like an id that does not exist. Each key has its own token bucket (429 with
 ``Retry-After``). Parameters are checked before any query: ids by pattern, time zones
 against the IANA database, ranges by the number of buckets they would produce (400).
 """
@@ -27,6 +27,7 @@ from litestar.exceptions import (
     NotFoundException,
     ValidationException,
 )
+from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -37,9 +38,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from api import readings
 from api.access import Access, Principal
+from api.completeness import site_completeness
 from api.live import LiveFeed
+from api.ops import prometheus_config
 from api.ratelimit import RateLimiter
 from api.readings import Bucket, Reader, Totals
+from core.logformat import JsonFormatter, LogFormat
 from core.queries import SERIES_BUCKETS
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,8 @@ OptionalMetricName = Annotated[
 ]
 BucketWidth = Literal["1m", "5m", "15m", "30m", "1h", "6h", "12h", "1d", "1M"]
 MAX_BUCKETS = 5000
+#: How long /ready waits for a connection to each store.
+READY_TIMEOUT_S = 2.0
 _EARLIEST = dt.datetime(1970, 1, 2, tzinfo=dt.UTC)
 _LATEST = dt.datetime(2199, 12, 31, tzinfo=dt.UTC)
 _BUCKET_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600,
@@ -102,6 +108,12 @@ Who = NamedDependency[Principal]
 
 class Health(msgspec.Struct):
     status: str
+
+
+class Readiness(msgspec.Struct):
+    status: Literal["ready", "not ready"]
+    postgres: bool
+    questdb: bool
 
 
 class ApplianceSummary(msgspec.Struct):
@@ -294,6 +306,29 @@ def _check_buckets(start: dt.datetime, end: dt.datetime, seconds: int) -> None:
 async def health() -> Health:
     """Liveness: no key needed."""
     return Health("ok")
+
+
+async def _reachable(pool: AsyncConnectionPool[Any]) -> bool:
+    try:
+        async with pool.connection(timeout=READY_TIMEOUT_S) as conn:
+            await conn.execute("SELECT 1")
+    except psycopg.Error as exc:  # PoolTimeout and PoolClosed too
+        log.warning("readiness: %s unreachable: %s", pool.name, type(exc).__name__)
+        return False
+    return True
+
+
+@get("/ready", exclude_from_auth=True, tags=["ops"])
+async def ready(*, svc: Svc) -> Response[Readiness]:
+    """Readiness: 200 when PostgreSQL (registry) and QuestDB answer, else 503. No key needed;
+    says only which store is unreachable."""
+    pg = await _reachable(svc.access.pool)
+    qdb = await _reachable(svc.reader.pool)
+    ok = pg and qdb
+    return Response(
+        Readiness("ready" if ok else "not ready", postgres=pg, questdb=qdb),
+        status_code=200 if ok else 503,
+    )
 
 
 @get("/v1/sites", tags=["registry"])
@@ -506,8 +541,13 @@ def _store_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[An
     )
 
 
-def create_app(services: Services) -> Litestar:
+def create_app(
+    services: Services, *, metrics: bool = False, log_format: LogFormat = "text"
+) -> Litestar:
+    """The application; ``metrics``: time and count requests per route (``api.ops``);
+    ``log_format``: Litestar configures the root logger, in this format."""
     from api.alerts_routes import ROUTES as ALERT_ROUTES  # noqa: PLC0415 - imports this module
+    from api.reports_routes import ROUTES as REPORT_ROUTES  # noqa: PLC0415
     from api.vendor_routes import ROUTES as VENDOR_ROUTES  # noqa: PLC0415
 
     @contextlib.asynccontextmanager
@@ -532,9 +572,9 @@ def create_app(services: Services) -> Litestar:
 
     security: list[dict[str, list[str]]] = [{"BearerAuth": []}, {"ApiKeyHeader": []}]
     routes = [list_sites, get_site, site_current, get_appliance, appliance_current, series,
-              aggregates, compare, kpis, live]  # fmt: skip
+              aggregates, compare, kpis, live, site_completeness]  # fmt: skip
     return Litestar(
-        route_handlers=[health, *routes, *ALERT_ROUTES, *VENDOR_ROUTES],
+        route_handlers=[health, ready, *routes, *ALERT_ROUTES, *VENDOR_ROUTES, *REPORT_ROUTES],
         dependencies={
             "svc": Provide(lambda: services, sync_to_thread=False),
             "who": Provide(authenticate),
@@ -558,5 +598,11 @@ def create_app(services: Services) -> Litestar:
             security=security,
         ),
         state=State({}),
+        middleware=[prometheus_config().middleware] if metrics else [],
+        logging_config=(
+            LoggingConfig(formatters={"standard": {"()": JsonFormatter}})
+            if log_format == "json"
+            else LoggingConfig()
+        ),
         debug=False,
     )

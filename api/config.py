@@ -18,6 +18,10 @@ kpi_group = "derrick-cloud"
 [vendor]          # optional: vendor datasets
 pseudonym_key_file = "/etc/derrick/vendor-pseudonym.key"
 
+[metrics]         # optional: Prometheus metrics on their own listener (api.ops)
+port = 9110
+host = "127.0.0.1"
+
 [live]            # optional: the SSE stream's Sparkplug consumer
 host = "127.0.0.1"
 port = 1883
@@ -71,12 +75,20 @@ class VendorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pseudonym_key_file: str
 
 
+class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``/metrics`` on its own listener: not on the customer-facing port (``api.ops``)."""
+
+    port: Port
+    host: str = "127.0.0.1"
+
+
 class ApiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = ServerConfig()
     registry: RegistryConfig = RegistryConfig()
     questdb: QuestDBReadConfig = QuestDBReadConfig()
     live: LiveConfig | None = None
     vendor: VendorConfig | None = None
+    metrics: MetricsConfig | None = None
 
 
 def load(path: Path) -> ApiConfig:

@@ -139,6 +139,11 @@ class Reader:
         self.tables = tables
         self.kpi_group = kpi_group
 
+    @property
+    def pool(self) -> AsyncConnectionPool[Any]:
+        """The QuestDB pool, for route modules that run their own queries (reports)."""
+        return self._pool
+
     async def _rows(self, sql: str, params: Mapping[str, object]) -> list[tuple[Any, ...]]:
         async with self._pool.connection() as conn:
             cur = await conn.execute(sql.encode(), params)

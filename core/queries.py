@@ -182,3 +182,29 @@ def daily_of_site(tables: TableSet) -> str:
         f"SELECT {v.timestamp}, node, metric, avg, min, max, count FROM {v.name} "
         f"WHERE site = %(site)s AND {v.timestamp} >= %(start)s AND {v.timestamp} < %(end)s"
     )
+
+
+def site_daily(tables: TableSet) -> str:
+    """Daily (UTC) aggregates of every hot series of one site in ``[start, end)``, for the
+    monthly report. Parameters: ``site``, ``start``, ``end``. Columns: ``ts, node, device,
+    metric, count, avg, min, max``; ordered by node, device, metric, time."""
+    v = tables.telemetry_1d
+    ts = v.timestamp
+    return (
+        f"SELECT {ts}, node, device, metric, count, avg, min, max FROM {v.name} "
+        f"WHERE site = %(site)s AND {ts} >= %(start)s AND {ts} < %(end)s "
+        f"ORDER BY node, device, metric, {ts}"
+    )
+
+
+def site_hours_with_data(tables: TableSet) -> str:
+    """Per UTC day, how many hours of each hot series of one site hold at least one sample
+    (hourly buckets of ``telemetry_1h``). Parameters: ``site``, ``start``, ``end``.
+    Columns: ``ts, node, device, metric, hours``."""
+    v = tables.telemetry_1h
+    ts = v.timestamp
+    return (
+        f"SELECT {ts}, node, device, metric, count() hours FROM {v.name} "
+        f"WHERE site = %(site)s AND {ts} >= %(start)s AND {ts} < %(end)s "
+        f"SAMPLE BY 1d ORDER BY node, device, metric, {ts}"
+    )

@@ -28,7 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core.config import ConfigError
+from core.logformat import LOG_FORMATS, configure_logging
 from core.runtime import run_until_signal
+from edge import metrics
 from edge.agent import EdgeAgent
 from edge.config import (
     AgentConfig,
@@ -47,6 +49,7 @@ log = logging.getLogger("edge")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="derrick-edge", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("run", "check-config", "health"):
         p = sub.add_parser(name)
@@ -130,10 +133,7 @@ def _opcua_browse(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level.upper(), args.log_format)
     # asyncua narrates every connection attempt at INFO; our OPC UA source logs what matters.
     logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.command == "opcua-browse":
@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(io.UnsupportedOperation, ValueError):
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     agent = EdgeAgent(cfg, password=password)
+    if cfg.metrics.port is not None:
+        metrics.serve(agent, cfg.metrics.port, cfg.metrics.address)
     asyncio.run(
         run_until_signal(
             agent.run(),

@@ -130,6 +130,8 @@ class EdgeAgent:
         self._last_ack_ms: int | None = None
         self._connected_since_ms: int | None = None
         self.published_samples = 0
+        #: The last status written (``edge.metrics`` reads it at scrape time).
+        self.status: AgentStatus | None = None
 
     def __repr__(self) -> str:
         return f"EdgeAgent(node={self._cfg.node.appliance!r})"
@@ -455,6 +457,7 @@ class EdgeAgent:
             mode=self._policy.mode(now / 1000),
             queue=stats,
         )
+        self.status = status
         await self._db(write_status, self._cfg.queue.path, status)
 
     # -- MQTT session --------------------------------------------------------------------
@@ -522,10 +525,16 @@ class EdgeAgent:
             await client.publish(str(death.topic), death.payload, qos=1, retain=False)
 
     async def stop_gracefully(self) -> None:
-        """Publish NDEATH before an intentional disconnect (Sparkplug 3.0, MQTT 3.1.1)."""
-        client = self._client
-        if client is not None and self._session is not None and self._session.bdseq is not None:
-            await self._leave(client)
+        """Publish NDEATH before an intentional disconnect (Sparkplug 3.0, MQTT 3.1.1).
+
+        Under the publish lock, with live publishing stopped first: a data message sent
+        after the NDEATH would reach the host for a dead node (it stays queued here, but the
+        host rightly refuses it as data before a birth)."""
+        async with self._pub_lock:
+            self._live = False
+            client = self._client
+            if client is not None and self._session is not None and self._session.bdseq is not None:
+                await self._leave(client)
 
     async def _birth(self) -> None:
         client = self._client

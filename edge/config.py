@@ -181,6 +181,15 @@ class CsvDevice(_DeviceBase, kw_only=True, frozen=True, tag="csv"):
 DeviceConfig = SimulatorDevice | OpcUaDevice | CsvDevice
 
 
+class MetricsConfig(_Strict, kw_only=True, frozen=True):
+    """Prometheus metrics (``edge.metrics``) on ``http://<address>:<port>/metrics``."""
+
+    #: Unset (the default): no metrics server.
+    port: Port | None = None
+    #: Loopback by default: a node exporter or a local Prometheus agent scrapes it.
+    address: str = "127.0.0.1"
+
+
 class AgentConfig(_Strict, kw_only=True, frozen=True):
     node: NodeConfig
     mqtt: MqttConfig
@@ -189,6 +198,7 @@ class AgentConfig(_Strict, kw_only=True, frozen=True):
     sampling: SamplingConfig = msgspec.field(default_factory=SamplingConfig)
     alarms: list[AlarmRule] = msgspec.field(default_factory=list)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     devices: Annotated[list[DeviceConfig], Meta(min_length=1)]
     #: Deadband silence limit: a sensor is published at least this often.
     max_silence_s: Annotated[float, Meta(gt=0)] = 60.0

@@ -257,9 +257,12 @@ def api_process(
     table_prefix: str = "",
     kpi_group: str = "derrick-cloud",
     pool_max: int = 8,
+    metrics_port: int | None = None,
+    log_format: str = "text",
 ) -> ManagedProcess:
     """The customer API (``python -m api serve``) on ``127.0.0.1:port``; the DSNs reach it
-    through the environment, the file only names the variables."""
+    through the environment, the file only names the variables. ``metrics_port``: its
+    Prometheus listener (``[metrics]``)."""
     base_dir.mkdir(parents=True, exist_ok=True)
     config = base_dir / "api.toml"
     config.write_text(
@@ -279,6 +282,7 @@ def api_process(
                 f"kpi_group = {_q(kpi_group)}",
                 f"pool_max = {pool_max}",
                 "",
+                *([f"[metrics]\nport = {metrics_port}", ""] if metrics_port else []),
             ]
         ),
         encoding="utf-8",
@@ -288,7 +292,7 @@ def api_process(
     env["DERRICK_QUESTDB_PG"] = questdb_dsn
     return ManagedProcess(
         f"api-{port}",
-        [sys.executable, "-m", "api", "serve", "--config", str(config)],
+        [sys.executable, "-m", "api", "--log-format", log_format, "serve", "--config", str(config)],
         log_path=base_dir / "api.log",
         env=env,
         cwd=base_dir,

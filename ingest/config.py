@@ -102,12 +102,27 @@ class MetricsSettings(_Strict, kw_only=True, frozen=True):
     address: str = "127.0.0.1"
 
 
+class AuditSettings(_Strict, kw_only=True, frozen=True):
+    """The audit archive (``ingest.audit``): every received message, raw, hash-chained.
+
+    Off unless ``directory`` is set (default: unset). Production sets it to a durable volume
+    of its own; the chain of this worker is ``<directory>/<primary_host_id>-<worker>/``.
+    """
+
+    directory: Path | None = None
+    #: A segment is sealed and the next begun beyond this size ...
+    segment_max_bytes: Annotated[int, Meta(ge=4096)] = 64 * 1024 * 1024
+    #: ... or this age (seconds).
+    segment_max_age_s: Annotated[float, Meta(gt=0)] = 3600.0
+
+
 class IngestConfig(_Strict, kw_only=True, frozen=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     questdb: QuestDBConfig = msgspec.field(default_factory=QuestDBConfig)
     ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
     kpi: KpiSettings = msgspec.field(default_factory=KpiSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    audit: AuditSettings = msgspec.field(default_factory=AuditSettings)
 
 
 def parse_config(text: bytes | str, *, source: str = "<config>") -> IngestConfig:

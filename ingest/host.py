@@ -34,6 +34,7 @@ from core.sparkplug import (
     encode_state,
 )
 from core.tables import TableSet
+from ingest.audit import archive_from_config
 from ingest.config import IngestConfig
 from ingest.kpi_node import KpiEdgeNode
 from ingest.nodes import NodeState, RebirthLimiter
@@ -99,6 +100,7 @@ class PrimaryHost:
             max_payload_bytes=self._settings.max_payload_bytes,
         )
         self._state_topic = StateTopic(self._settings.primary_host_id)
+        self.audit = archive_from_config(cfg)  # None unless [audit] directory is set
         self._client: aiomqtt.Client | None = None
         self._current: RowSet | None = None
         self._failed: list[RowSet] = []
@@ -141,6 +143,8 @@ class PrimaryHost:
             await asyncio.to_thread(create_tables, self._pg_dsn, self._tables)
         await self._in_writer(self._writer.open)
         self._current = await self._in_writer(self._writer.new_row_set)
+        if self.audit is not None:
+            await self.audit.open()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._mqtt_loop(), name="mqtt")
@@ -151,6 +155,8 @@ class PrimaryHost:
         finally:
             await self._in_writer(self._writer.close)
             self._writer_thread.shutdown(wait=True)
+            if self.audit is not None:
+                await self.audit.close()
 
     # -- MQTT ----------------------------------------------------------------------------
 
@@ -231,6 +237,8 @@ class PrimaryHost:
         """Handle one message: decode, node state, rows into the current row set.
         Synchronous and free of I/O; the replies it calls for go to the follow-up task."""
         self.counters["messages"] += 1
+        if self.audit is not None:
+            self.audit.append(topic, payload)
         outcome = self.processor.process(topic, payload)
         # A retained offline STATE delivered on subscribe predates our own birth (which
         # replaces it); a live one means someone declared us offline: re-assert at once.
@@ -354,6 +362,8 @@ class PrimaryHost:
         if current.rows or current.batches:
             self._failed.append(current)
             self._current = await self._in_writer(self._writer.new_row_set)
+        if self.audit is not None and not await self.audit.durable():
+            return False  # every message archived (fsynced) before anything is acknowledged
         now = time.monotonic()
         if self._failed and now < self._retry_at:
             return False  # QuestDB failed recently: back off, keep the rows, acknowledge nothing

@@ -16,17 +16,25 @@ Series (all prefixed ``derrick_ingest_``):
   "acknowledgement lag": grows while a node sends and nothing it sent is stored);
 - ``nodes`` (known nodes), ``online`` (1 while the Primary Host STATE is online).
 
+Readiness: ``/ready`` on the same listener answers 200 ``ready`` when the Primary Host is
+online (connected to the broker, STATE online published) and no QuestDB flush failed within
+``READY_FLUSH_WINDOW_S`` (failures seen through ``flush_failures``, between two probes), 503
+with the reasons otherwise. Every other path serves the metrics.
+
 Cardinality: one ``ack_age_seconds`` series per node the worker serves (a few thousand per
 worker at fleet scale); everything else is fixed.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Protocol, TypeVar
+from socketserver import ThreadingMixIn
+from typing import Any, Protocol, TypeVar
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -115,9 +123,75 @@ class IngestCollector(Collector):
         )
 
 
+#: A flush failure seen less than this long ago makes the worker not ready.
+READY_FLUSH_WINDOW_S = 30.0
+
+
+class Readiness:
+    """Ready = online and no flush failure seen within ``window_s`` (checked per probe)."""
+
+    def __init__(
+        self,
+        host: HostView,
+        window_s: float = READY_FLUSH_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._host, self._window_s, self._clock = host, window_s, clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._failed_at: float | None = None
+
+    def check(self) -> tuple[bool, list[str]]:
+        now = self._clock()
+        failures = _copy(lambda: dict(self._host.counters())).get("flush_failures", 0)
+        with self._lock:
+            if failures != self._failures:
+                self._failures, self._failed_at = failures, now
+            failed_at = self._failed_at
+        problems = []
+        if not self._host.online():
+            problems.append("primary host not online (broker unreachable or STATE not sent)")
+        if failed_at is not None and now - failed_at < self._window_s:
+            problems.append(f"a QuestDB flush failed within the last {self._window_s:.0f} s")
+        return not problems, problems
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes and probes are not worth a log line each."""
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def wsgi_app(registry: CollectorRegistry, readiness: Readiness) -> Any:
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") != "/ready":
+            return metrics_app(environ, start_response)
+        ok, problems = readiness.check()
+        body = ("ready\n" if ok else "".join(f"not ready: {p}\n" for p in problems)).encode()
+        status = "200 OK" if ok else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+        return [body]
+
+    return app
+
+
 def serve(host: PrimaryHost, port: int, address: str = "127.0.0.1") -> CollectorRegistry:
-    """Expose the host's metrics on ``http://address:port/metrics`` (a daemon thread)."""
+    """Expose the host's metrics on ``http://address:port/metrics`` and its readiness on
+    ``/ready`` (a daemon thread)."""
+    view = _PrimaryHostView(host)
     registry = CollectorRegistry()
-    registry.register(IngestCollector(_PrimaryHostView(host)))
-    start_http_server(port, addr=address, registry=registry)
+    registry.register(IngestCollector(view))
+    server = make_server(
+        address,
+        port,
+        wsgi_app(registry, Readiness(view)),
+        server_class=_ThreadingWSGIServer,
+        handler_class=_QuietHandler,
+    )
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return registry

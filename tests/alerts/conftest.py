@@ -47,8 +47,16 @@ async def registry_pool(registry_dsn: str) -> AsyncIterator[AsyncConnectionPool[
         yield pool
 
 
+_last_ms = 0
+
+
 def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    """Wall-clock ms, strictly increasing: a sample's timestamp is its identity (the
+    engine judges a (metric, ts) once, QuestDB keeps one row per (metric, ts)), so two
+    samples sent within one millisecond would otherwise be one."""
+    global _last_ms
+    _last_ms = max(_last_ms + 1, time.time_ns() // 1_000_000)
+    return _last_ms
 
 
 class HandNode:

@@ -157,13 +157,17 @@ ENDPOINTS = [
     "/v1/appliances/{app}/kpis",
     "/v1/sites/{site}/alert-rules",  # alert routes by numeric id: tests/api/test_api_alerts.py
     "/v1/alerts?site={site}",
+    "/v1/sites/{site}/reports/{month}",  # the PDF
+    "/v1/sites/{site}/reports/{month}?format=csv&table=alerts",
 ]
 
 
 async def test_another_tenants_ids_are_404_like_missing_ones(
     client: AsyncTestClient[Litestar], world: w.World
 ) -> None:
-    for path in ENDPOINTS:
+    month = (world.now.date().replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
+    for template in ENDPOINTS:
+        path = template.replace("{month}", month)
         foreign = await client.get(path.format(site="s202", app=BOLT_APP), headers=auth(world))
         missing = await client.get(path.format(site="s999", app="s999-a999"), headers=auth(world))
         assert foreign.status_code == missing.status_code == 404, (path, foreign.text)

@@ -86,3 +86,22 @@ def test_api_bench_small_json_has_every_figure() -> None:
     assert current["api"]["rows_per_response"] == current["questdb"]["rows_per_response"] == 32
     assert series["api"]["rows_per_response"] in (60, 61)
     assert daily["api"]["rows_per_response"] in (1, 2)
+
+
+@pytest.mark.timeout(600)
+def test_cold_bench_quick_json_has_every_figure() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "cold_bench.py"), "--quick", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=580,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    archive, night = report["archive"], report["nightly"]
+    assert archive["ingest_cpu_us_per_msg"] > 0 and archive["append_cpu_us_per_msg"] > 0
+    assert archive["commit_wall_us_per_msg_p50"] > 0 and archive["archive_bytes_per_msg"] > 0
+    assert night["rows"] > 0 and night["job_s"] > 0 and night["parquet_bytes_per_value"] > 0
+    assert {"tables", "rollups", "completeness", "export", "retention"} <= night["steps_s"].keys()

@@ -79,6 +79,8 @@ def test_metrics_endpoint_reports_real_traffic(
             time.sleep(1)
             stored = questdb.exec_sql(f"SELECT count() FROM {prefix}telemetry_raw")["dataset"][0][0]
             m = _scrape(port)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as r:
+                ready = (r.status, r.read().decode())
         finally:
             edge.stop()
             ingest.stop()
@@ -99,3 +101,4 @@ def test_metrics_endpoint_reports_real_traffic(
     assert value("derrick_ingest_online") == 1
     assert value("derrick_ingest_nodes") >= 1
     assert value("derrick_ingest_shed_messages_total") == 0
+    assert ready == (200, "ready\n")
