@@ -366,14 +366,6 @@ def services(lab: Lab) -> Iterator[Services]:
 # -- what the converge rendered ----------------------------------------------------------------
 
 
-def test_no_secret_reaches_the_ansible_output(lab: Lab) -> None:
-    runs = (lab.first, lab.second.result(), lab.check.result())
-    for run in runs:
-        for name, value in lab.secrets.items():
-            assert value not in run.stdout, name
-    assert lab.emqx_cookie not in lab.check.result().stdout
-
-
 def test_secret_files_are_private(lab: Lab) -> None:
     for relative in (
         "etc/derrick/ingest.env",
@@ -561,3 +553,11 @@ def test_check_mode_with_packages_accounts_and_emqx_passes(lab: Lab) -> None:
     _assert_ok(run)
     assert set(_recap(run)) == {"lab", "emqx1"}
     assert list(lab.check_root.iterdir()) == [], "check mode wrote files"
+
+
+def test_no_secret_reaches_the_ansible_output(lab: Lab) -> None:
+    runs = (lab.first, lab.second.result(), lab.check.result())
+    for run in runs:
+        for name, value in lab.secrets.items():
+            assert value not in run.stdout, name
+    assert lab.emqx_cookie not in lab.check.result().stdout
