@@ -7,24 +7,7 @@ import math
 import time
 from collections.abc import Callable
 
-
-class TokenBucket:
-    def __init__(self, rate_per_s: float, burst: int, clock: Callable[[], float]) -> None:
-        self.rate = rate_per_s
-        self.burst = burst
-        self._clock = clock
-        self._tokens = float(burst)
-        self._at = clock()
-
-    def take(self) -> float:
-        """Take one token: 0.0 when allowed, else the seconds until one is available."""
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return 0.0
-        return (1.0 - self._tokens) / self.rate
+from core.ratelimit import TokenBucket
 
 
 class RateLimiter:

@@ -86,6 +86,10 @@ class NightlySettings(_Strict, kw_only=True, frozen=True):
     #: Also re-check (and re-export if QuestDB changed) this many days before the one run:
     #: late arrivals of a long outage land in days already exported.
     recheck_days: Annotated[int, Meta(ge=0)] = 3
+    #: A Prometheus text file (node-exporter textfile collector) rewritten after every
+    #: successful run: ``derrick_cold_last_success_timestamp_seconds`` and friends, the
+    #: series the ``NightlyJobLate`` alert watches. Unset: not written.
+    metrics_textfile: Path | None = None
 
 
 class ColdConfig(_Strict, kw_only=True, frozen=True):

@@ -36,6 +36,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
 from cold.config import ColdConfig
 from cold.daily import completeness_day, rollup_day, store_completeness
 from cold.export import ExportResult, export_day, open_archive, read_manifest, site_counts
@@ -123,6 +125,8 @@ class NightlyJob:
         tmp = self._state_dir / "last-success.tmp"
         tmp.write_text(json.dumps(marker))
         os.replace(tmp, self._state_dir / "last-success")
+        if self._cfg.nightly.metrics_textfile is not None:
+            write_metrics(self._cfg.nightly.metrics_textfile, day, state["seconds"])
         return state
 
     # -- steps ---------------------------------------------------------------------------
@@ -209,6 +213,30 @@ class NightlyJob:
                 f"{self._cfg.retention.unarchived_margin_days} days: {', '.join(missing[:20])}"
             )
         return "every day near the TTL is archived"
+
+
+def write_metrics(path: Path, day: date, seconds: float, now: datetime | None = None) -> None:
+    """The success of a run as Prometheus gauges, for node-exporter's textfile collector
+    (written to a temporary file and renamed: the collector never reads half a file)."""
+    registry = CollectorRegistry()
+    finished = (now or datetime.now(UTC)).timestamp()
+    Gauge(
+        "derrick_cold_last_success_timestamp_seconds",
+        "When the last successful nightly run finished (Unix time).",
+        registry=registry,
+    ).set(finished)
+    Gauge(
+        "derrick_cold_last_success_day_timestamp_seconds",
+        "The day (UTC midnight, Unix time) the last successful nightly run processed.",
+        registry=registry,
+    ).set(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+    Gauge(
+        "derrick_cold_last_success_duration_seconds",
+        "How long the last successful nightly run took.",
+        registry=registry,
+    ).set(seconds)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), registry)
 
 
 def freshness(state_dir: Path, max_age_h: float, now: datetime | None = None) -> tuple[bool, str]:

@@ -98,6 +98,11 @@ class PrimaryHost:
             primary_host_id=self._settings.primary_host_id,
             clock=clock,
             max_payload_bytes=self._settings.max_payload_bytes,
+            node_quota=(
+                (self._settings.node_quota_metrics_per_s, self._settings.node_quota_burst)
+                if self._settings.node_quota_metrics_per_s > 0
+                else None
+            ),
         )
         self._state_topic = StateTopic(self._settings.primary_host_id)
         self.audit = archive_from_config(cfg)  # None unless [audit] directory is set
@@ -253,11 +258,31 @@ class PrimaryHost:
                 dead.detail[:200],
                 dead.payload[:64],
             )
+        if outcome.duplicate:
+            self.counters["duplicate_batches"] += 1
+        if outcome.over_quota and outcome.node is not None:
+            self._over_quota(outcome.node, outcome.over_quota)
         self._store(outcome)
         if self.kpi is not None and outcome.numeric:
             self.kpi.observe(outcome.numeric)
         if outcome.rebirth and outcome.node is not None:
             self._follow_up(outcome.node, outcome.rebirth)
+
+    def _over_quota(self, node: NodeState, metrics: int) -> None:
+        self.counters["quota_deferred_messages"] += 1
+        self.counters["quota_deferred_metrics"] += metrics
+        now = self._clock()
+        if node.quota_warned_ms is None or now - node.quota_warned_ms >= 30_000:
+            node.quota_warned_ms = now
+            log.warning(
+                "node %s/%s is over its quota of %g metrics/s: a batch of %d metrics deferred "
+                "(not acknowledged: the node sends it again); counted in "
+                "derrick_ingest_quota_deferred_metrics_total",
+                node.group_id,
+                node.edge_node_id,
+                self._settings.node_quota_metrics_per_s,
+                metrics,
+            )
 
     def _follow_up(self, node: NodeState | None, reason: str) -> None:
         self._followups.append((node, reason))

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from core.ratelimit import TokenBucket
 from core.sparkplug import DataType
 
 
@@ -54,6 +55,11 @@ class AckFrontier:
         self._settle()
         return self.value != before
 
+    def committed(self, batch: int) -> bool:
+        """True if ``batch`` is already in QuestDB (at or below the frontier, or waiting
+        above it): a re-sent copy needs storing no more, only acknowledging."""
+        return batch <= self.value or batch in self._above
+
     def _settle(self) -> None:
         while self.value + 1 in self._above:
             self.value += 1
@@ -86,6 +92,10 @@ class NodeState:
         #: When the host last sent this node an acknowledgement (host clock, ms).
         self.last_ack_ms: int | None = None
         self._datatypes: dict[int, DataType] | None = None
+        #: The node's metrics quota (made by the processor on first data, if configured).
+        self.quota: TokenBucket | None = None
+        #: When the host last warned that this node is over its quota (host clock, ms).
+        self.quota_warned_ms: int | None = None
 
     def __repr__(self) -> str:
         return f"NodeState({self.group_id}/{self.edge_node_id}, born={self.born})"

@@ -17,6 +17,7 @@ from typing import Final
 import msgspec
 
 from core import conventions
+from core.ratelimit import TokenBucket
 from core.sparkplug import (
     DataType,
     MessageType,
@@ -31,7 +32,7 @@ from core.sparkplug import (
     decompress_payload,
     parse_topic,
 )
-from ingest.nodes import MetricInfo, NodeState
+from ingest.nodes import AckFrontier, MetricInfo, NodeState
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,10 @@ class Outcome(msgspec.Struct, gc=False):
     #: Data metrics whose Sparkplug ``Quality`` property said not good (500 stale, 0 bad):
     #: counted, not stored as readings (telemetry_raw holds measurements we can trust).
     not_good: int = 0
+    #: Metrics of a batch held back by the node's quota (not stored, not acknowledged).
+    over_quota: int = 0
+    #: A re-sent batch that is already committed: acknowledged again, not stored again.
+    duplicate: bool = False
 
 
 def _json_default(obj: object) -> object:
@@ -134,10 +139,13 @@ class MessageProcessor:
         primary_host_id: str,
         clock: Callable[[], int],
         max_payload_bytes: int,
+        node_quota: tuple[float, int] | None = None,
     ) -> None:
         self._state_topic = str(StateTopic(primary_host_id))
         self._clock = clock
         self._max_payload = max_payload_bytes
+        #: (metrics per second, burst) per node; None: no quota.
+        self._quota = node_quota
         self.nodes: dict[tuple[str, str], NodeState] = {}
         #: Parsed topics (immutable values) by their text: each node sends on the same few.
         self._topics: dict[str, Topic | StateTopic] = {}
@@ -245,8 +253,13 @@ class MessageProcessor:
         node.on_nbirth(bdseq if isinstance(bdseq, int) else None, p.seq, infos, unaliased)
         for m in p.metrics:
             if m.name == conventions.ACKED_BATCH_METRIC and isinstance(m.value, int):
+                if m.value < node.frontier.value:
+                    # The node has not applied all we acknowledged (an ack lost on the way,
+                    # or a new queue after a reinstall): start again from what it holds, so
+                    # that nothing it re-sends is taken for a copy of committed data.
+                    node.frontier = AckFrontier(m.value)
                 node.frontier.advance_to(m.value)
-                node.acked_sent = max(node.acked_sent, m.value)
+                node.acked_sent = m.value
                 node.acked_alias = m.alias
             elif m.name == conventions.OLDEST_BATCH_METRIC and isinstance(m.value, int):
                 node.frontier.advance_to(m.value - 1)
@@ -299,6 +312,12 @@ class MessageProcessor:
         out = Outcome(node=node, batches=[] if p.batch is None else [p.batch])
         if not node.check_seq(p.seq, now):
             log.debug("seq gap at %s (got %s)", topic_text, p.seq)
+        if p.batch is not None and node.frontier.committed(p.batch):
+            # The node did not get (or not yet apply) our acknowledgement and sent the batch
+            # again: storing it again would cost QuestDB a deduplicated write and the node
+            # its quota (when a batch is held back, the node re-sends every batch after it).
+            out.duplicate = True
+            return out
         device = topic.device_id or ""
         site, edge = node.group_id, node.edge_node_id
         bad: list[str] = []
@@ -382,6 +401,22 @@ class MessageProcessor:
                         ns,
                     )
                 )
+        if self._quota is not None and not self._within_quota(node, out):
+            if p.batch is None:
+                rate, burst = self._quota
+                return Outcome(
+                    node=node,
+                    dead_letters=[
+                        DeadLetter(
+                            "quota",
+                            topic_text,
+                            f"{len(out.numeric) + len(out.events)} metrics over the node's "
+                            f"quota of {rate:g} metrics/s (burst {burst})",
+                            raw,
+                        )
+                    ],
+                )
+            return Outcome(node=node, over_quota=len(out.numeric) + len(out.events))
         if bad:
             out.dead_letters.append(
                 DeadLetter("bad-metric", topic_text, "; ".join(bad)[:2000], raw)
@@ -393,6 +428,16 @@ class MessageProcessor:
             # Otherwise the rest of the message is stored and its batches acknowledged; the
             # rejected metrics stay, with the raw payload, in the dead-letter table.
         return out
+
+    def _within_quota(self, node: NodeState, out: Outcome) -> bool:
+        count = len(out.numeric) + len(out.events)
+        if not count:
+            return True
+        if node.quota is None:
+            assert self._quota is not None
+            rate, burst = self._quota
+            node.quota = TokenBucket(rate, burst, lambda: self._clock() / 1000)
+        return node.quota.take(count) == 0.0
 
     @staticmethod
     def _dead(reason: str, topic: str, detail: str, payload: bytes) -> Outcome:

@@ -47,16 +47,15 @@ async def registry_pool(registry_dsn: str) -> AsyncIterator[AsyncConnectionPool[
         yield pool
 
 
-_last_ms = 0
+_last_ms = [0]
 
 
 def now_ms() -> int:
     """Wall-clock ms, strictly increasing: a sample's timestamp is its identity (the
     engine judges a (metric, ts) once, QuestDB keeps one row per (metric, ts)), so two
     samples sent within one millisecond would otherwise be one."""
-    global _last_ms
-    _last_ms = max(_last_ms + 1, time.time_ns() // 1_000_000)
-    return _last_ms
+    _last_ms[0] = max(_last_ms[0] + 1, time.time_ns() // 1_000_000)
+    return _last_ms[0]
 
 
 class HandNode:

@@ -4,6 +4,7 @@ always the same result; DuckDB answers from the archive with QuestDB's table nam
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 import psycopg
 import pyarrow.parquet as pq
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 from api import migrate
@@ -225,6 +227,23 @@ def test_killed_mid_export_then_rerun_gives_the_same_result(
         cold_cli(world.questdb, "freshness", "--config", str(config), "--max-age-h", "1").returncode
         == 0
     )
+
+
+def test_success_is_exported_for_the_nightly_job_late_alert(
+    world: World, first_run: tuple[Path, dict]
+) -> None:
+    tmp, _ = first_run  # (a later test reruns the job into the same state and textfile)
+    text = (tmp / "metrics-a" / "cold.prom").read_text()
+    samples = {
+        s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
+    }
+    marker = json.loads((tmp / "state-a" / "last-success").read_text())
+    finished = dt.datetime.fromisoformat(marker["finished_at"]).timestamp()
+    assert abs(samples["derrick_cold_last_success_timestamp_seconds"] - finished) < 5
+    day = dt.datetime.combine(world.day, dt.time(), dt.UTC).timestamp()
+    assert samples["derrick_cold_last_success_day_timestamp_seconds"] == day
+    state = json.loads((tmp / "state-a" / "nightly" / f"{world.day.isoformat()}.json").read_text())
+    assert samples["derrick_cold_last_success_duration_seconds"] == state["seconds"]
 
 
 def test_freshness_alerts_without_a_successful_run(world: World, tmp_path: Path) -> None:

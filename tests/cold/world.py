@@ -166,6 +166,7 @@ class World:
                     "[nightly]",
                     f'state_directory = "{tmp / ("state-" + archive.name)}"',
                     "recheck_days = 1",
+                    f'metrics_textfile = "{tmp / ("metrics-" + archive.name) / "cold.prom"}"',
                     "[completeness.default]",
                     f"normal_per_min = {RATES[0]}",
                     f"alarm_per_min = {RATES[1]}",

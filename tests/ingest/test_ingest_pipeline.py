@@ -148,7 +148,7 @@ def test_unknown_alias_asks_for_rebirth_and_holds_back_the_acknowledgement() -> 
                 Metric(alias=10, timestamp=NOW, value=1.0),
                 Metric(alias=99, timestamp=NOW, value=2.0),
             ],
-            5,
+            9,
         ),
     )
     assert out.rebirth == "unknown alias" and out.batches == []
@@ -166,10 +166,10 @@ def test_bad_timestamps_and_types_are_dead_lettered_but_the_batch_is_acknowledge
                 Metric(alias=10, timestamp=NOW + 2 * 86_400_000, value=2.0),
                 Metric(alias=10, timestamp=NOW, value=3.0),
             ],
-            batch=4,
+            batch=8,
         ),
     )
-    assert [r.value for r in out.numeric] == [3.0] and out.batches == [4]
+    assert [r.value for r in out.numeric] == [3.0] and out.batches == [8]
     assert out.dead_letters[0].reason == "bad-metric"
     assert out.dead_letters[0].detail.count("out of range") == 2
 
@@ -196,3 +196,64 @@ def test_rebirth_requests_are_limited_per_node_and_across_the_fleet() -> None:
     assert limiter.allow(b, 0) and not limiter.allow(c, 0)  # fleet bucket of 2 is empty
     assert limiter.allow(c, 600)  # refilled at 2/s
     assert limiter.allow(a, 31_000) and limiter.throttled == 1
+
+
+def wob(seq: int, batch: int | None, n: int = 1, ts: int = NOW - 5) -> bytes:
+    return ddata(seq, [Metric(alias=10, timestamp=ts + i, value=float(i)) for i in range(n)], batch)
+
+
+def test_a_resent_batch_already_committed_is_acknowledged_not_stored_again() -> None:
+    p = born()  # acked 7
+    first = p.process(f"spBv1.0/{G}/DDATA/{E}/daq", wob(2, 9))
+    assert len(first.numeric) == 1 and not first.duplicate
+    assert first.node is not None
+    first.node.frontier.commit([9])  # flushed: waits above 7 for batch 8
+    again = p.process(f"spBv1.0/{G}/DDATA/{E}/daq", wob(3, 9))
+    assert again.duplicate and again.numeric == [] and again.batches == [9]
+    old = p.process(f"spBv1.0/{G}/DDATA/{E}/daq", wob(4, 6))  # below the frontier
+    assert old.duplicate and old.numeric == []
+    fresh = p.process(f"spBv1.0/{G}/DDATA/{E}/daq", wob(5, 8))  # the gap: stored
+    assert not fresh.duplicate and len(fresh.numeric) == 1
+
+
+def test_a_node_behind_our_acknowledgements_resets_the_frontier() -> None:
+    """An acknowledgement lost, or a reinstalled appliance with a new queue (batch numbers
+    from 1 again): what it re-sends is stored, not taken for copies."""
+    p = born()  # acked 7
+    node = p.nodes[(G, E)]
+    node.frontier.commit([8, 9, 10])
+    node.acked_sent = 10
+    p.process(f"spBv1.0/{G}/NBIRTH/{E}", nbirth(4, acked=0, oldest=1))
+    assert node.frontier.value == 0 and node.acked_sent == 0
+    p.process(f"spBv1.0/{G}/DBIRTH/{E}/daq", dbirth(1))
+    out = p.process(f"spBv1.0/{G}/DDATA/{E}/daq", wob(2, 1))
+    assert not out.duplicate and len(out.numeric) == 1 and out.batches == [1]
+
+
+def test_node_quota_holds_back_batches_and_dead_letters_unbatched_data() -> None:
+    now = [NOW]
+    p = MessageProcessor(
+        primary_host_id="derrick",
+        clock=lambda: now[0],
+        max_payload_bytes=1 << 20,
+        node_quota=(10.0, 20),
+    )
+    p.process(f"spBv1.0/{G}/NBIRTH/{E}", nbirth(3, acked=7, oldest=8))
+    p.process(f"spBv1.0/{G}/DBIRTH/{E}/daq", dbirth(1))
+    topic = f"spBv1.0/{G}/DDATA/{E}/daq"
+    ok = p.process(topic, wob(2, 8, n=15))
+    assert len(ok.numeric) == 15 and ok.batches == [8] and ok.over_quota == 0
+    held = p.process(topic, wob(3, 9, n=10, ts=NOW))  # 5 tokens left: held back
+    assert held.numeric == [] and held.batches == [] and held.over_quota == 10
+    assert held.dead_letters == []
+    unbatched = p.process(topic, wob(4, None, n=10, ts=NOW))
+    assert unbatched.numeric == [] and [d.reason for d in unbatched.dead_letters] == ["quota"]
+    assert "quota of 10 metrics/s (burst 20)" in unbatched.dead_letters[0].detail
+    now[0] += 1000  # 10 more tokens
+    again = p.process(topic, wob(5, 9, n=10, ts=NOW))
+    assert len(again.numeric) == 10 and again.batches == [9]
+    # a message larger than the burst passes when the bucket is full, then owes
+    now[0] += 10_000
+    big = p.process(topic, wob(6, 10, n=50, ts=NOW + 100))
+    assert len(big.numeric) == 50
+    assert p.process(topic, wob(7, 11, n=1, ts=NOW + 200)).over_quota == 1

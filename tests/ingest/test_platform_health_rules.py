@@ -1,9 +1,10 @@
 """The Platform Health dashboard and alert rules name only series that exist: the ingest
 series as a real worker's collector exposes them, the QuestDB series as real QuestDB 9.3.4
-exposes them on its /metrics; the nightly job's series is the one documented external."""
+exposes them on its /metrics, the nightly job's as its textfile holds them."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import urllib.request
@@ -14,6 +15,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cold.nightly import write_metrics
 from harness import QuestDB
 from ingest.metrics import IngestCollector
 from ingest.nodes import NodeState
@@ -23,7 +25,7 @@ pytestmark = [pytest.mark.integration]
 GRAFANA = Path(__file__).resolve().parents[2] / "api" / "grafana"
 RULES = GRAFANA / "alerts" / "platform-health.rules.yml"
 DASHBOARD = GRAFANA / "platform" / "platform-health.json"
-EXTERNAL = {"derrick_cold_last_success_timestamp_seconds", "up"}
+EXTERNAL = {"up"}  # Prometheus's own
 PROMQL_WORDS = {
     "sum", "by", "rate", "and", "or", "max", "count", "increase", "time", "vector",
     "instance", "reason", "group", "job", "without", "on",
@@ -69,7 +71,9 @@ def _exprs() -> list[str]:
     return exprs
 
 
-def test_rules_and_dashboard_name_only_existing_series(questdb: QuestDB) -> None:
+def test_rules_and_dashboard_name_only_existing_series(questdb: QuestDB, tmp_path: Path) -> None:
+    write_metrics(tmp_path / "cold.prom", dt.date(2026, 1, 2), 12.5)
+    cold_names = _names((tmp_path / "cold.prom").read_text())
     registry = CollectorRegistry()
     registry.register(IngestCollector(_World(), clock_ms=lambda: 5000))
     ingest_names = _names(generate_latest(registry).decode())
@@ -83,7 +87,7 @@ def test_rules_and_dashboard_name_only_existing_series(questdb: QuestDB) -> None
         for line in text.splitlines()
         if line and not line.startswith("#")
     }
-    known = ingest_names | questdb_names | EXTERNAL
+    known = ingest_names | questdb_names | cold_names | EXTERNAL
     for expr in _exprs():
         unknown = _metrics_in(expr) - known
         assert not unknown, f"{expr!r} names unknown series {sorted(unknown)}"

@@ -353,3 +353,50 @@ def test_questdb_down_stops_acknowledgements_and_loses_nothing(
             rig.assert_nothing_lost_nothing_doubled()
         finally:
             rig.stop()
+
+
+def test_a_node_over_its_quota_is_slowed_down_not_lost(rig: Rig, tmp_path: Path) -> None:
+    """Per-node quota (issue 9, limits): a runaway appliance (50 values/s against a quota of
+    30/s) has batches held back (not stored, not acknowledged) while its neighbour is
+    untouched; once its rate is normal again the backlog drains and every reading it
+    published is stored exactly once. No operator action."""
+    rig.ingest = ingest_process(
+        tmp_path / "ingest",
+        mqtt_port=rig.broker.port,
+        ilp_conf=rig.questdb.ilp_conf,
+        pg_dsn=rig.questdb.pg_dsn,
+        table_prefix=rig.prefix,
+        extra=(
+            "flush_interval_ms = 100\nack_interval_ms = 1000\n"
+            "node_quota_metrics_per_s = 30\nnode_quota_burst = 200"
+        ),
+    )
+    runaway = rig.add_edge(1, per_min=3000)
+    rig.add_edge(2, per_min=600)
+    rig.start()
+    time.sleep(12)
+    log = (tmp_path / "ingest" / "ingest.log").read_text()
+    assert f"node {SITE}/{SITE}-a001 is over its quota of 30 metrics/s" in log
+    assert f"{SITE}/{SITE}-a002 is over" not in log
+    # the neighbour's batches are all acknowledged; the runaway's are behind
+    top = rig.observer.max_batch
+    assert rig.acked(f"{SITE}-a002") >= top[(SITE, f"{SITE}-a002")] - 5
+    assert rig.acked(f"{SITE}-a001") < top[(SITE, f"{SITE}-a001")] - 5
+    runaway.stop()
+    # back to a normal rate (same queue): the held-back batches drain within the quota
+    rig.edges[f"{SITE}-a001"] = edge_process(
+        EdgeSpec(
+            site=SITE,
+            appliance=f"{SITE}-a001",
+            devices=[SimulatedDevice("daq", seed=1)],
+            normal_per_min=300,
+            alarm_per_min=300,
+            ack_timeout_ms=3000,
+            link_bytes_per_s=200_000,
+        ),
+        tmp_path / f"{SITE}-a001",
+        [rig.broker.port],
+    )
+    rig.edges[f"{SITE}-a001"].start()
+    rig.wait_all_acked(180)
+    rig.assert_nothing_lost_nothing_doubled()
