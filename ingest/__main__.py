@@ -1,6 +1,9 @@
 """``derrick-ingest``: the ingest worker (Sparkplug Primary Host) command line.
 
-``derrick-ingest run --config ingest.toml`` runs until SIGTERM/SIGINT. The QuestDB ILP
+``derrick-ingest run --config ingest.toml`` runs until SIGTERM/SIGINT;
+``derrick-ingest check --config ingest.toml`` only validates the file (exit 2 when invalid),
+as Ansible's ``validate`` does before installing a rendered configuration;
+``derrick-ingest replay`` rebuilds rows of a time range from the audit archive. The QuestDB ILP
 configuration string and PGWire DSN come from the environment variables the config names
 (defaults ``DERRICK_QUESTDB_ILP``, ``DERRICK_QUESTDB_PG``), never from the file.
 """
@@ -33,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run")
     run.add_argument("--config", type=Path, required=True)
+    check = sub.add_parser("check", help="validate the configuration file and exit")
+    check.add_argument("--config", type=Path, required=True)
     rp = sub.add_parser("replay", help="rebuild rows of a time range from the audit archive")
     rp.add_argument("--archive", type=Path, required=True, help="the [audit] directory")
     rp.add_argument("--from", dest="start", required=True, help="ISO time, inclusive")
@@ -78,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         return _replay(args)
     try:
         cfg = load_config(args.config)
+        if args.command == "check":
+            print(f"{args.config}: valid")
+            return 0
         ilp_conf = secret_from_env(cfg.questdb.ilp_conf_env)
         pg_dsn = secret_from_env(cfg.questdb.pg_dsn_env) if cfg.questdb.create_tables else None
         password = read_password(cfg.mqtt)

@@ -1,0 +1,563 @@
+"""The cloud roles and ``ansible/cloud.yml``, run for real with ``ansible-playbook``.
+
+One module-scoped lab, three playbook runs, all assertions sharing them:
+
+1. **Converge** every group onto this machine (local connection) into a temporary root with
+   ``cloud_service_manager: offline``: everything is rendered and our units are enabled with
+   ``systemctl --root``; systemd starts nothing (there is none here). A real PostgreSQL from
+   the harness is the registry server: the role creates and migrates the registry in it.
+2. **Check mode**, at the same time as the converge (it writes nothing): packages, system
+   accounts, the vendor apt repositories and an extra EMQX broker host, with the system
+   Python (apt needs python3-apt), into an empty root. It must pass and write nothing.
+3. **Second converge**, started as soon as the first is done: it must report ``changed=0``.
+
+While the second run goes, the services are started as plain processes from what the
+converge rendered, exactly as their units say (``ExecStart``, ``EnvironmentFile``,
+``WorkingDirectory``): Mosquitto, QuestDB, ingest worker 1 and the API. Then the outcomes:
+the broker refuses a wrong password, the ingest worker is ready and stores a Sparkplug
+node's data in the converged QuestDB, the API answers ``/health`` and ``/ready`` (registry
+and QuestDB reachable with the rendered secrets). ansible-lint of the playbook and roles is
+not repeated here: ``./derrick test`` runs it before pytest (docs/cloud.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import re
+import secrets
+import shlex
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomqtt
+import psycopg
+import pytest
+
+from core.sparkplug import DataType
+from core.sparkplug.session import EdgeNodeSession, MetricDef
+from harness import Postgres, locate
+from harness.ports import allocate_port, is_listening
+from harness.process import ManagedProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_DIR = REPO / "ansible"
+PLAYBOOK = ANSIBLE_DIR / "cloud.yml"
+GROUPS = ("brokers", "questdb", "postgres", "ingest", "api", "grafana")
+RECAP = re.compile(
+    r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
+)
+SITE, NODE, DEVICE = "s901", "s901-a001", "daq"
+
+
+class _PlaybookRun:
+    """One ``ansible-playbook`` run of cloud.yml in the background; output in ``log``."""
+
+    def __init__(self, inventory: Path, name: str, *extra: str) -> None:
+        env = {
+            **os.environ,
+            "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+        }
+        env.pop("ANSIBLE_STDOUT_CALLBACK", None)
+        self.log = inventory.with_name(f"{name}.log")
+        command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory)]
+        with self.log.open("w") as sink:
+            self._proc = subprocess.Popen(
+                [*command, *extra, str(PLAYBOOK)],
+                cwd=ANSIBLE_DIR,
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        self._done: subprocess.CompletedProcess[str] | None = None
+
+    def result(self, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+        if self._done is None:
+            try:
+                self._proc.wait(timeout=timeout)
+            finally:
+                if self._proc.poll() is None:
+                    self._proc.kill()
+                    self._proc.wait()
+            self._done = subprocess.CompletedProcess(
+                self._proc.args, self._proc.returncode, self.log.read_text(), ""
+            )
+        return self._done
+
+
+@dataclass(frozen=True)
+class Lab:
+    root: Path
+    inventory: Path
+    secrets: dict[str, str]
+    ports: dict[str, int]
+    edge_password: str
+    registry_database: str
+    postgres: Postgres
+    first: subprocess.CompletedProcess[str]
+    second: _PlaybookRun
+    check: _PlaybookRun
+    check_root: Path
+    emqx_cookie: str
+
+
+def _write_inventory(
+    path: Path,
+    common: dict[str, object],
+    *,
+    brokers: dict[str, dict[str, object]] | None = None,
+) -> None:
+    """Host ``lab`` in every group; ``brokers`` adds hosts to the brokers group only."""
+    children: dict[str, object] = {group: {"hosts": {"lab": {}}} for group in GROUPS}
+    children["brokers"] = {"hosts": {"lab": {}, **(brokers or {})}}
+    inventory = {"all": {"vars": common, "children": children}}
+    path.write_text(json.dumps(inventory, indent=2))  # JSON is YAML
+
+
+def _recap(run: subprocess.CompletedProcess[str]) -> dict[str, tuple[int, int, int, int]]:
+    found = {m[0]: (int(m[1]), int(m[2]), int(m[3]), int(m[4])) for m in RECAP.findall(run.stdout)}
+    assert found, f"no PLAY RECAP in:\n{run.stdout[-4000:]}"
+    return found
+
+
+def _assert_ok(run: subprocess.CompletedProcess[str]) -> None:
+    assert run.returncode == 0, f"ansible-playbook failed:\n{run.stdout[-6000:]}"
+    for host, (_, _, unreachable, failed) in _recap(run).items():
+        assert (unreachable, failed) == (0, 0), host
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) -> Iterator[Lab]:
+    base = tmp_path_factory.mktemp("cloud-lab")
+    root, check_root = base / "root", base / "check-root"
+    root.mkdir()
+    check_root.mkdir()
+    pg = _postgres_server
+    if not pg.running:
+        pg.restart()
+    ports = {
+        name: allocate_port()
+        for name in ("mqtt", "qdb_http", "qdb_http_min", "qdb_pg", "qdb_ilp", "api", "ingest_1")
+    }
+    mqtt_password, edge_password = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    passwd = base / "passwd"
+    for n, (user, password) in enumerate(
+        (("derrick-ingest", mqtt_password), ("lab-edge", edge_password))
+    ):
+        create = ["-c"] if n == 0 else []
+        subprocess.run(["mosquitto_passwd", "-b", *create, str(passwd), user, password], check=True)
+    acl = base / "acl"
+    acl.write_text(
+        "user derrick-ingest\ntopic readwrite spBv1.0/#\n\n"
+        f"user lab-edge\ntopic readwrite spBv1.0/{SITE}/#\n"
+    )
+    database = f"derrick_cloud_{uuid.uuid4().hex[:8]}"
+    lab_secrets = {
+        "registry": secrets.token_urlsafe(18),
+        "mqtt": mqtt_password,
+        "grafana": secrets.token_urlsafe(12),
+        "qdb_pg": secrets.token_urlsafe(12),
+    }
+    qdb_dsn = (
+        f"host=127.0.0.1 port={ports['qdb_pg']} dbname=qdb user=admin"
+        f" password={lab_secrets['qdb_pg']}"
+    )
+    common: dict[str, object] = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "cloud_root": str(root),
+        "cloud_service_manager": "offline",
+        "cloud_manage_packages": False,
+        "cloud_manage_accounts": False,
+        "cloud_python": sys.executable,
+        "cloud_app_dir": str(REPO),
+        "cloud_broker_mosquitto_user": getpass.getuser(),
+        "cloud_broker_mosquitto_bin": str(locate.mosquitto_binary()),
+        "cloud_broker_mqtt_address": "127.0.0.1",
+        "cloud_broker_mqtt_port": ports["mqtt"],
+        "cloud_broker_password_file_src": str(passwd),
+        "cloud_broker_acl_file_src": str(acl),
+        "cloud_questdb_jar_src": str(locate.questdb_jar()),
+        "cloud_questdb_java_bin": str(locate.java_binary()),
+        "cloud_questdb_heap": "512m",
+        "cloud_questdb_bind_address": "127.0.0.1",
+        "cloud_questdb_http_port": ports["qdb_http"],
+        "cloud_questdb_http_min_port": ports["qdb_http_min"],
+        "cloud_questdb_pg_port": ports["qdb_pg"],
+        "cloud_questdb_ilp_tcp_port": ports["qdb_ilp"],
+        "cloud_questdb_secrets": {"QDB_PG_PASSWORD": lab_secrets["qdb_pg"]},
+        "cloud_postgres_psql": str(Path(locate.pg_bindir()) / "psql"),
+        "cloud_postgres_admin_dsn": pg.dsn_for("postgres"),
+        "cloud_postgres_admin_become_user": "",
+        "cloud_postgres_registry_host": pg.host,
+        "cloud_postgres_registry_port": pg.port,
+        "cloud_postgres_registry_database": database,
+        "cloud_postgres_registry_user": database,
+        "cloud_postgres_registry_password": lab_secrets["registry"],
+        "cloud_ingest_workers": 2,
+        "cloud_ingest_shared_group": "derrick-ingest",
+        "cloud_ingest_mqtt_port": ports["mqtt"],
+        "cloud_ingest_mqtt_password": mqtt_password,
+        "cloud_ingest_questdb_ilp_conf": f"http::addr=127.0.0.1:{ports['qdb_http']};",
+        "cloud_ingest_questdb_pg_dsn": qdb_dsn,
+        # Worker n serves its metrics on base + n: worker 1 (the one started) gets a free port.
+        "cloud_ingest_metrics_port_base": ports["ingest_1"] - 1,
+        "cloud_api_port": ports["api"],
+        "cloud_api_registry_dsn": (
+            f"host={pg.host} port={pg.port} dbname={database} user={database}"
+            f" password={lab_secrets['registry']}"
+        ),
+        "cloud_api_questdb_dsn": qdb_dsn,
+        "cloud_grafana_questdb_password": lab_secrets["grafana"],
+    }
+    inventory = base / "inventory.yml"
+    _write_inventory(inventory, common)
+    check_vars = {
+        **common,
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "cloud_root": str(check_root),
+        "cloud_manage_packages": True,
+        "cloud_manage_accounts": True,
+        "cloud_broker_mosquitto_user": "mosquitto",
+    }
+    cookie = secrets.token_hex(16)
+    emqx = {"cloud_broker_kind": "emqx", "cloud_broker_emqx_secrets": {"EMQX_NODE_COOKIE": cookie}}
+    check_inventory = base / "check-inventory.yml"
+    _write_inventory(check_inventory, check_vars, brokers={"emqx1": emqx})
+    try:
+        # The check-mode run writes nothing and touches no server: it runs alongside.
+        check = _PlaybookRun(check_inventory, "check", "--check")
+        first = _PlaybookRun(inventory, "converge-1").result()
+        _assert_ok(first)
+        second = _PlaybookRun(inventory, "converge-2")
+        yield Lab(
+            root,
+            inventory,
+            lab_secrets,
+            ports,
+            edge_password,
+            database,
+            pg,
+            first,
+            second,
+            check,
+            check_root,
+            cookie,
+        )
+        second.result()
+        check.result()
+    finally:
+        with psycopg.connect(pg.dsn_for("postgres"), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            admin.execute(f'DROP ROLE IF EXISTS "{database}"')
+
+
+# -- starting what was rendered, as systemd would ---------------------------------------------
+
+
+def _environment_file(path: Path) -> dict[str, str]:
+    pairs = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value
+    return pairs
+
+
+def _start_unit(lab: Lab, unit: str, name: str, instance: str = "") -> ManagedProcess:
+    """Start ``unit`` of the lab root as a plain process: its ExecStart (with ``%i`` set to
+    ``instance``), EnvironmentFile and WorkingDirectory, as systemd would."""
+    text = (lab.root / "etc/systemd/system" / unit).read_text().replace("%i", instance)
+    argv: list[str] = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QDB_", "DERRICK_"))}
+    cwd = None
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if key == "ExecStart":
+            argv = shlex.split(value)
+        elif key == "EnvironmentFile":
+            env.update(_environment_file(Path(value)))
+        elif key == "WorkingDirectory":
+            cwd = Path(value)
+    assert argv, f"{unit} has no ExecStart"
+    process = ManagedProcess(name, argv, log_path=lab.root / f"{name}.out", env=env, cwd=cwd)
+    process.start()
+    return process
+
+
+def _wait(process: ManagedProcess, what: str, ready: Callable[[], bool], limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while not ready():
+        log = process.log_path.read_text()[-3000:] if process.log_path.exists() else ""
+        assert process.running, f"{process.name} exited ({process.returncode}):\n{log}"
+        assert time.monotonic() < deadline, f"{process.name}: {what} not within {limit} s\n{log}"
+        time.sleep(0.2)
+
+
+def _http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            status: int = response.status
+            return status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def _questdb_answers(dsn: str) -> bool:
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Services:
+    mosquitto: ManagedProcess
+    questdb_dsn: str
+
+
+@pytest.fixture(scope="module")
+def services(lab: Lab) -> Iterator[Services]:
+    ports = lab.ports
+    dsn = (
+        f"host=127.0.0.1 port={ports['qdb_pg']} dbname=qdb user=admin"
+        f" password={lab.secrets['qdb_pg']}"
+    )
+    started: list[ManagedProcess] = []
+    try:
+        mosquitto = _start_unit(lab, "mosquitto.service", "mosquitto")
+        started.append(mosquitto)
+        questdb = _start_unit(lab, "questdb.service", "questdb")
+        started.append(questdb)
+        _wait(mosquitto, "MQTT listener", lambda: is_listening(ports["mqtt"]), 30)
+        _wait(questdb, "PGWire with the rendered password", lambda: _questdb_answers(dsn), 180)
+        ingest = _start_unit(lab, "derrick-ingest@.service", "ingest-1", instance="1")
+        started.append(ingest)
+        api = _start_unit(lab, "derrick-api.service", "api")
+        started.append(api)
+        ingest_ready = f"http://127.0.0.1:{ports['ingest_1']}/ready"
+        _wait(ingest, "/ready 200", lambda: _http_status(ingest_ready) == 200, 120)
+        api_health = f"http://127.0.0.1:{ports['api']}/health"
+        _wait(api, "/health 200", lambda: _http_status(api_health) == 200, 120)
+        yield Services(mosquitto, dsn)
+    finally:
+        for process in reversed(started):
+            process.stop(timeout=30)
+
+
+# -- what the converge rendered ----------------------------------------------------------------
+
+
+def test_secret_files_are_private(lab: Lab) -> None:
+    for relative in (
+        "etc/derrick/ingest.env",
+        "etc/derrick/ingest-mqtt.password",
+        "etc/derrick/api.env",
+        "etc/questdb/questdb.env",
+        "etc/grafana/derrick.env",
+        "etc/mosquitto/derrick/passwd",
+    ):
+        path = lab.root / relative
+        assert path.stat().st_mode & 0o777 == 0o600, relative
+    assert (lab.root / "etc/derrick/ingest-mqtt.password").read_text() == lab.secrets["mqtt"]
+    for relative in ("etc/derrick/ingest-1.toml", "etc/derrick/api.toml"):
+        text = (lab.root / relative).read_text()
+        assert not any(value in text for value in lab.secrets.values()), relative
+
+
+def test_rendered_ingest_configs_pass_validation(lab: Lab) -> None:
+    for worker in (1, 2):
+        config = lab.root / f"etc/derrick/ingest-{worker}.toml"
+        text = config.read_text()
+        assert text.startswith("# Ansible managed")
+        assert f'worker = "w{worker}"' in text
+        assert 'shared_group = "derrick-ingest"' in text
+        assert f"port = {lab.ports['ingest_1'] - 1 + worker}" in text
+    # The validation the role runs before installing a file refuses a broken one, naming the
+    # key (the rendered files passed it: the converge would have failed otherwise).
+    broken = lab.root / "broken.toml"
+    broken.write_text(
+        (lab.root / "etc/derrick/ingest-1.toml").read_text().replace("worker =", "workers =")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "ingest", "check", "--config", str(broken)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "workers" in result.stderr
+
+
+def test_questdb_gets_the_settings_ingest_needs(lab: Lab) -> None:
+    conf = (lab.root / "var/lib/questdb/conf/server.conf").read_text().splitlines()
+    assert "cairo.commit.mode=sync" in conf
+    assert f"pg.net.bind.to=127.0.0.1:{lab.ports['qdb_pg']}" in conf
+    unit = (lab.root / "etc/systemd/system/questdb.service").read_text()
+    assert "LimitNOFILE=1048576" in unit
+    assert "-Xms512m -Xmx512m" in unit
+    assert "vm.max_map_count = 1048576" in (lab.root / "etc/sysctl.d/60-questdb.conf").read_text()
+    assert (
+        lab.root / "opt/questdb/questdb-9.3.4.jar"
+    ).stat().st_size == locate.questdb_jar().stat().st_size
+    assert lab.secrets["qdb_pg"] not in "\n".join(conf)
+
+
+def test_grafana_gets_the_provisioning_files(lab: Lab) -> None:
+    grafana = REPO / "api/grafana"
+    pairs = {
+        "provisioning/datasources/questdb.yaml": "datasources/derrick-questdb.yaml",
+        "provisioning/dashboards/platform.yaml": "dashboards/derrick-platform.yaml",
+        "platform/platform-health.json": "derrick-platform/platform-health.json",
+        "dashboards/fleet-health.json": "derrick/fleet-health.json",
+    }
+    for src, dest in pairs.items():
+        where = (
+            "etc/grafana/provisioning" if dest.endswith(".yaml") else "var/lib/grafana/dashboards"
+        )
+        assert (lab.root / where / dest).read_bytes() == (grafana / src).read_bytes(), dest
+
+
+def test_units_are_enabled_and_verify(lab: Lab) -> None:
+    wants = lab.root / "etc/systemd/system/multi-user.target.wants"
+    enabled = sorted(p.name for p in wants.iterdir())
+    assert enabled == [
+        "derrick-api.service",
+        "derrick-ingest@1.service",
+        "derrick-ingest@2.service",
+        "mosquitto.service",
+        "questdb.service",
+    ]
+    units = lab.root / "etc/systemd/system"
+    verified = ("mosquitto.service", "questdb.service", "derrick-api.service")
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *(str(units / unit) for unit in verified)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_registry_is_created_and_migrated(lab: Lab) -> None:
+    pg = lab.postgres
+    dsn = (
+        f"host={pg.host} port={pg.port} dbname={lab.registry_database}"
+        f" user={lab.registry_database} password={lab.secrets['registry']}"
+    )
+    with psycopg.connect(dsn) as conn:
+        owner = conn.execute(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+        ).fetchone()
+        tables = {
+            r[0]
+            for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        }
+    assert owner == (lab.registry_database,)
+    assert {"tenants", "sites", "appliances"} <= tables
+
+
+# -- the services, started from the rendered files ---------------------------------------------
+
+
+async def _connect(port: int, user: str, password: str) -> None:
+    async with aiomqtt.Client(
+        "127.0.0.1", port, identifier=f"cloud-roles-{user}", username=user, password=password
+    ) as client:
+        await client.publish(f"spBv1.0/{SITE}/NDATA/probe", b"x")
+
+
+def test_broker_refuses_a_wrong_password(lab: Lab, services: Services) -> None:
+    with pytest.raises(aiomqtt.MqttCodeError):
+        asyncio.run(_connect(lab.ports["mqtt"], "lab-edge", "wrong"))
+    log = (lab.root / "var/log/mosquitto/mosquitto.log").read_text()
+    assert "derrick-ingest" in log  # the worker's connection, in the rendered log file
+
+
+async def _publish_node(port: int, password: str) -> list[tuple[int, float]]:
+    now = time.time_ns() // 1_000_000
+    session = EdgeNodeSession(
+        group_id=SITE,
+        edge_node_id=NODE,
+        metrics=[MetricDef(1, DEVICE, "ROP", DataType.Double, "ft/h", True)],
+        clock=lambda: time.time_ns() // 1_000_000,
+    )
+    samples = [(now - 3000 + k * 1000, 40.0 + k * 0.25) for k in range(3)]
+    async with aiomqtt.Client(
+        "127.0.0.1", port, identifier=NODE, username="lab-edge", password=password
+    ) as client:
+        session.will(0)
+        for out in (session.nbirth({}), session.dbirth(DEVICE, {})):
+            await client.publish(str(out.topic), out.payload, qos=1)
+        out = session.data(DEVICE, [(1, ts, v, 0) for ts, v in samples], historical=False)
+        await client.publish(str(out.topic), out.payload, qos=1)
+    return samples
+
+
+def test_ingest_stores_a_node_in_the_converged_questdb(lab: Lab, services: Services) -> None:
+    samples = asyncio.run(_publish_node(lab.ports["mqtt"], lab.edge_password))
+    query = "SELECT value FROM telemetry_raw WHERE node = %s AND metric = 'ROP' ORDER BY ts"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with psycopg.connect(services.questdb_dsn, autocommit=True) as conn:
+                values = [r[0] for r in conn.execute(query, (NODE,)).fetchall()]
+        except psycopg.Error:
+            values = []
+        if values == [v for _, v in samples] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert values == [v for _, v in samples]
+
+
+def test_api_is_healthy_and_ready(lab: Lab, services: Services) -> None:
+    api = f"http://127.0.0.1:{lab.ports['api']}"
+    assert _http_status(f"{api}/health") == 200
+    # ready = the registry and QuestDB answer with the connection strings from api.env
+    assert _http_status(f"{api}/ready") == 200
+
+
+# -- idempotence and check mode ----------------------------------------------------------------
+
+
+def test_second_run_changes_nothing(lab: Lab) -> None:
+    second = lab.second.result()
+    _assert_ok(second)
+    assert _recap(lab.first)["lab"][1] > 0
+    assert _recap(second)["lab"][1] == 0, second.stdout[-6000:]
+    assert "migrate" in second.stdout  # the migration ran again and found nothing to do
+
+
+def test_check_mode_with_packages_accounts_and_emqx_passes(lab: Lab) -> None:
+    """Packages, accounts, apt repositories and an EMQX node: planned in check mode only."""
+    run = lab.check.result()
+    _assert_ok(run)
+    assert set(_recap(run)) == {"lab", "emqx1"}
+    assert list(lab.check_root.iterdir()) == [], "check mode wrote files"
+
+
+def test_no_secret_reaches_the_ansible_output(lab: Lab) -> None:
+    runs = (lab.first, lab.second.result(), lab.check.result())
+    for run in runs:
+        for name, value in lab.secrets.items():
+            assert value not in run.stdout, name
+    assert lab.emqx_cookie not in lab.check.result().stdout
