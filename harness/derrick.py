@@ -147,7 +147,7 @@ class EdgeSpec:
         return "\n".join(lines) + self.extra + "\n"
 
 
-def _python_env() -> dict[str, str]:
+def python_env() -> dict[str, str]:
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -164,7 +164,7 @@ def edge_process(spec: EdgeSpec, base_dir: Path, mqtt_ports: Sequence[int]) -> M
         f"edge-{spec.appliance}",
         [sys.executable, "-m", "edge", "run", "--config", str(config)],
         log_path=base_dir / "agent.log",
-        env=_python_env(),
+        env=python_env(),
         cwd=base_dir,
     )
 
@@ -192,7 +192,7 @@ def opcua_rig_process(
             *args,
         ],
         log_path=base_dir / "rig.log",
-        env=_python_env(),
+        env=python_env(),
         cwd=base_dir,
     )
 
@@ -236,7 +236,7 @@ def ingest_process(
         ),
         encoding="utf-8",
     )
-    env = _python_env()
+    env = python_env()
     env["DERRICK_QUESTDB_ILP"] = ilp_conf
     env["DERRICK_QUESTDB_PG"] = pg_dsn
     return ManagedProcess(
@@ -287,7 +287,7 @@ def api_process(
         ),
         encoding="utf-8",
     )
-    env = _python_env()
+    env = python_env()
     env["DERRICK_PG_DSN"] = registry_dsn
     env["DERRICK_QUESTDB_PG"] = questdb_dsn
     return ManagedProcess(

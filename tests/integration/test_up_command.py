@@ -42,6 +42,15 @@ def test_derrick_up_runs_a_simulated_site_and_stops_cleanly(tmp_path: Path) -> N
     result = json.loads(summary.read_text())
     assert result["nodes_stored"] == 10, result
     assert result["rows"] > 100, result
+    # the customer API, as the demo tenant: its site, with the appliances the births declared
+    key_file = tmp_path / "run" / "api" / "demo-key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert key_file.read_text().strip() not in out  # the key is in the file, not the output
+    api = result["api"]
+    assert api["sites"]["status"] == 200 and [s["id"] for s in api["sites"]["body"]] == ["s001"]
+    site = api["site"]["body"]
+    assert len(site["appliances"]) == 10, site
+    assert "alert evaluator subscribed" in (tmp_path / "run" / "alerts" / "alerts.log").read_text()
 
 
 def test_derrick_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
