@@ -80,15 +80,15 @@ class IngestSettings(_Strict, kw_only=True, frozen=True):
     rebirth_cooldown_s: Annotated[float, Meta(ge=0)] = 30.0
     #: At most this many rebirth requests per second across all nodes.
     rebirth_rate_per_s: Annotated[float, Meta(gt=0)] = 50.0
-    #: Per-node quota, metrics per second (a token bucket holding ``node_quota_burst``);
-    #: 0 = none. A node's legitimate peak is its replay after an outage, bounded by its
-    #: link share (about 6 kB/s: a few hundred metrics/s); the default is several times
-    #: that, so only a runaway node (a bug, a looping legacy source) meets it. Over the
-    #: quota, a batch is not stored and not acknowledged (the node keeps it and sends it
-    #: again after its acknowledgement timeout: delayed, never lost); a message without a
-    #: batch number (a third-party node) becomes a dead letter ``quota``, raw payload kept.
-    node_quota_metrics_per_s: Annotated[float, Meta(ge=0)] = 2000.0
-    node_quota_burst: Annotated[int, Meta(ge=1)] = 20_000
+    #: Per-node quota on live data, metrics per second (a token bucket holding
+    #: ``node_quota_burst``); 0 = none. A node's legitimate live rate is 100-200 values/min,
+    #: 50/s in alarm: the default is ten times that, so only a runaway node (a bug, a
+    #: looping legacy source) meets it. Over the quota a live batch is not stored and not
+    #: acknowledged: the node keeps it and sends it again as historical data, which it paces
+    #: by its link share and which the quota does not count (delayed, never lost). A live
+    #: message without a batch number (a third-party node) becomes a dead letter ``quota``.
+    node_quota_metrics_per_s: Annotated[float, Meta(ge=0)] = 500.0
+    node_quota_burst: Annotated[int, Meta(ge=1)] = 5000
 
 
 class KpiSettings(_Strict, kw_only=True, frozen=True):

@@ -430,7 +430,11 @@ class MessageProcessor:
         return out
 
     def _within_quota(self, node: NodeState, out: Outcome) -> bool:
-        count = len(out.numeric) + len(out.events)
+        # Live data only: historical data (replays, re-sends) is paced by the node itself
+        # (its link share), and a batch held back here comes back as historical, so the
+        # quota moves a runaway node's excess onto that paced path instead of refusing it.
+        count = sum(1 for r in out.numeric if not r.historical)
+        count += sum(1 for e in out.events if not e.historical)
         if not count:
             return True
         if node.quota is None:
