@@ -258,8 +258,6 @@ class PrimaryHost:
                 dead.detail[:200],
                 dead.payload[:64],
             )
-        if outcome.duplicate:
-            self.counters["duplicate_batches"] += 1
         if outcome.over_quota and outcome.node is not None:
             self._over_quota(outcome.node, outcome.over_quota)
         self._store(outcome)

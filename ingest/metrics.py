@@ -51,7 +51,6 @@ _COUNTERS = {
     "rebirth_throttled": "rebirth requests suppressed by the rate limit",
     "shed_messages": "data messages not taken because QuestDB lags (not acknowledged)",
     "flush_failures": "QuestDB flushes that failed",
-    "duplicate_batches": "re-sent batches already committed (acknowledged again, not stored)",
     "quota_deferred_messages": "data messages held back by their node's quota (not acknowledged)",
     "quota_deferred_metrics": "metrics held back by their node's quota (sent again by the node)",
 }

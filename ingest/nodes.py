@@ -55,11 +55,6 @@ class AckFrontier:
         self._settle()
         return self.value != before
 
-    def committed(self, batch: int) -> bool:
-        """True if ``batch`` is already in QuestDB (at or below the frontier, or waiting
-        above it): a re-sent copy needs storing no more, only acknowledging."""
-        return batch <= self.value or batch in self._above
-
     def _settle(self) -> None:
         while self.value + 1 in self._above:
             self.value += 1

@@ -32,7 +32,7 @@ from core.sparkplug import (
     decompress_payload,
     parse_topic,
 )
-from ingest.nodes import AckFrontier, MetricInfo, NodeState
+from ingest.nodes import MetricInfo, NodeState
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,6 @@ class Outcome(msgspec.Struct, gc=False):
     not_good: int = 0
     #: Metrics of a batch held back by the node's quota (not stored, not acknowledged).
     over_quota: int = 0
-    #: A re-sent batch that is already committed: acknowledged again, not stored again.
-    duplicate: bool = False
 
 
 def _json_default(obj: object) -> object:
@@ -253,13 +251,8 @@ class MessageProcessor:
         node.on_nbirth(bdseq if isinstance(bdseq, int) else None, p.seq, infos, unaliased)
         for m in p.metrics:
             if m.name == conventions.ACKED_BATCH_METRIC and isinstance(m.value, int):
-                if m.value < node.frontier.value:
-                    # The node has not applied all we acknowledged (an ack lost on the way,
-                    # or a new queue after a reinstall): start again from what it holds, so
-                    # that nothing it re-sends is taken for a copy of committed data.
-                    node.frontier = AckFrontier(m.value)
                 node.frontier.advance_to(m.value)
-                node.acked_sent = m.value
+                node.acked_sent = max(node.acked_sent, m.value)
                 node.acked_alias = m.alias
             elif m.name == conventions.OLDEST_BATCH_METRIC and isinstance(m.value, int):
                 node.frontier.advance_to(m.value - 1)
@@ -312,12 +305,6 @@ class MessageProcessor:
         out = Outcome(node=node, batches=[] if p.batch is None else [p.batch])
         if not node.check_seq(p.seq, now):
             log.debug("seq gap at %s (got %s)", topic_text, p.seq)
-        if p.batch is not None and node.frontier.committed(p.batch):
-            # The node did not get (or not yet apply) our acknowledgement and sent the batch
-            # again: storing it again would cost QuestDB a deduplicated write and the node
-            # its quota (when a batch is held back, the node re-sends every batch after it).
-            out.duplicate = True
-            return out
         device = topic.device_id or ""
         site, edge = node.group_id, node.edge_node_id
         bad: list[str] = []

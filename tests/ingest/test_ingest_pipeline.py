@@ -208,34 +208,6 @@ def wob(
     return ddata(seq, metrics, batch)
 
 
-def test_a_resent_batch_already_committed_is_acknowledged_not_stored_again() -> None:
-    p = born()  # acked 7
-    first = p.process(f"spBv1.0/{G}/DDATA/{E}/daq", wob(2, 9))
-    assert len(first.numeric) == 1 and not first.duplicate
-    assert first.node is not None
-    first.node.frontier.commit([9])  # flushed: waits above 7 for batch 8
-    again = p.process(f"spBv1.0/{G}/DDATA/{E}/daq", wob(3, 9))
-    assert again.duplicate and again.numeric == [] and again.batches == [9]
-    old = p.process(f"spBv1.0/{G}/DDATA/{E}/daq", wob(4, 6))  # below the frontier
-    assert old.duplicate and old.numeric == []
-    fresh = p.process(f"spBv1.0/{G}/DDATA/{E}/daq", wob(5, 8))  # the gap: stored
-    assert not fresh.duplicate and len(fresh.numeric) == 1
-
-
-def test_a_node_behind_our_acknowledgements_resets_the_frontier() -> None:
-    """An acknowledgement lost, or a reinstalled appliance with a new queue (batch numbers
-    from 1 again): what it re-sends is stored, not taken for copies."""
-    p = born()  # acked 7
-    node = p.nodes[(G, E)]
-    node.frontier.commit([8, 9, 10])
-    node.acked_sent = 10
-    p.process(f"spBv1.0/{G}/NBIRTH/{E}", nbirth(4, acked=0, oldest=1))
-    assert node.frontier.value == 0 and node.acked_sent == 0
-    p.process(f"spBv1.0/{G}/DBIRTH/{E}/daq", dbirth(1))
-    out = p.process(f"spBv1.0/{G}/DDATA/{E}/daq", wob(2, 1))
-    assert not out.duplicate and len(out.numeric) == 1 and out.batches == [1]
-
-
 def test_node_quota_holds_back_batches_and_dead_letters_unbatched_data() -> None:
     now = [NOW]
     p = MessageProcessor(
