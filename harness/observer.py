@@ -57,6 +57,8 @@ class SparkplugObserver:
         #: Every metric a birth declared: (group, node, device, name) -> (alias, datatype).
         self.declared: dict[tuple[str, str, str, str], tuple[int | None, DataType | None]] = {}
         self.counts: Counter[str] = Counter()
+        #: NBIRTHs seen per (group, node).
+        self.node_births: Counter[tuple[str, str]] = Counter()
         self.errors: list[str] = []
         #: Highest Derrick batch number seen per (group, node).
         self.max_batch: dict[tuple[str, str], int] = {}
@@ -105,6 +107,7 @@ class SparkplugObserver:
             if kind in (MessageType.NBIRTH, MessageType.DBIRTH):
                 if kind is MessageType.NBIRTH:
                     aliases.clear()
+                    self.node_births[key] += 1
                 device = topic.device_id or ""
                 for m in decode_payload(payload).metrics:
                     if m.name is not None:
