@@ -94,6 +94,9 @@ class EdgeSpec:
     wait_for_primary_host: bool = True
     #: Put the datatype on every metric of data messages (for decoders that need it).
     datatype_in_data: bool = False
+    #: Compress live data messages when it pays (the agent's default; off for decoders that
+    #: cannot inflate Sparkplug compressed payloads).
+    compress_live: bool = True
     extra: str = ""
     #: Broker credentials (a broker without anonymous access).
     mqtt_username: str | None = None
@@ -125,6 +128,7 @@ class EdgeSpec:
             f"ack_timeout_ms = {self.ack_timeout_ms}",
             f"link_bytes_per_s = {self.link_bytes_per_s}",
             f"datatype_in_data = {str(self.datatype_in_data).lower()}",
+            f"compress_live = {str(self.compress_live).lower()}",
             "",
             "[sampling]",
             f"normal_per_min = {self.normal_per_min}",

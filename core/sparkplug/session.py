@@ -209,7 +209,8 @@ class EdgeNodeSession:
         samples, where ``ns`` is the timestamp's sub-millisecond part (0 for nearly every
         sample) and ``quality`` the source's Sparkplug quality (``Quality`` property, sent
         only when not 192 = good). With
-        ``compress`` the payload travels DEFLATE-compressed (``core.sparkplug.compression``)."""
+        ``compress`` the payload travels DEFLATE-compressed (``core.sparkplug.compression``)
+        when that makes it smaller."""
         with_type = self._datatype_in_data
         defs = self._defs
         metrics = []
@@ -231,11 +232,13 @@ class EdgeNodeSession:
             timestamp=self._clock(), seq=self._next_seq(), metrics=metrics, batch=batch
         )
         kind = MessageType.DDATA if device else MessageType.NDATA
-        data = (
-            compress_payload(payload, self._types)
-            if compress
-            else encode_payload(payload, self._types)
-        )
+        data = encode_payload(payload, self._types)
+        if compress:
+            # Only when it pays: a message of a few metrics (normal-rate sampling) grows
+            # under DEFLATE's header and the wrapper; a host reads either form.
+            packed = compress_payload(payload, self._types)
+            if len(packed) < len(data):
+                data = packed
         return Outgoing(self.topic(kind, device or None), data)
 
     def _birth_metric(self, m: MetricDef, value: object, now: int) -> Metric:

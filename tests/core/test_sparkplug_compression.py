@@ -17,8 +17,10 @@ from core.sparkplug import (
     decode_payload,
     decompress_payload,
     encode_payload,
+    is_compressed,
 )
 from core.sparkplug.compression import MAX_INFLATED_BYTES
+from core.sparkplug.session import EdgeNodeSession, MetricDef
 
 TYPES = {a: DataType.Double for a in range(1, 17)}
 T0 = 1_800_000_000_000
@@ -77,3 +79,25 @@ def test_hostile_bodies_are_decode_errors(body: bytes, algorithm: str, message: 
     )
     with pytest.raises(PayloadDecodeError, match=message):
         decompress_payload(decode_payload(encode_payload(outer)), TYPES)
+
+
+def test_a_session_compresses_data_only_when_it_pays() -> None:
+    """``compress=True`` (the live default) sends a few-metric message plain: DEFLATE's header
+    and the wrapper would make it larger; an alarm-rate batch goes compressed and smaller."""
+    defs = [MetricDef(a, "dev", f"T{a}", DataType.Double, "bar", True) for a in range(1, 17)]
+    s = EdgeNodeSession(group_id="g", edge_node_id="n", metrics=defs, clock=lambda: T0)
+    few = [(1, T0, 2800.25, 0), (2, T0, 13.5, 0)]
+    many = [(1 + i % 16, T0 + (i // 16) * 20, 2800.0 + (i * 37 % 101) / 4, 0) for i in range(500)]
+    plain_few = s.data("dev", few, historical=False)
+    sent_few = s.data("dev", few, historical=False, compress=True)
+    assert not is_compressed(decode_payload(sent_few.payload))
+    assert len(sent_few.payload) == len(plain_few.payload)
+    plain_many = s.data("dev", many, historical=False)
+    sent_many = s.data("dev", many, historical=False, compress=True)
+    outer = decode_payload(sent_many.payload)
+    assert is_compressed(outer)
+    assert len(sent_many.payload) < len(plain_many.payload) * 0.75
+    inner = decompress_payload(outer)
+    assert [(m.alias, m.timestamp, m.value) for m in inner.metrics] == [
+        (a, t, v) for a, t, v, _ in many
+    ]
