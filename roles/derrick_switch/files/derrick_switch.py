@@ -9,8 +9,10 @@ the appliance mid-switch still leaves it safe:
 - ``gate``: exit 0 when ``derrick-edge health`` says healthy and everything queued before the
   switch (the imported legacy backlog) has been acknowledged, else 1 with the reasons;
 - ``commit``: the controller confirms (``state=committed``); the watchdog then exits;
-- ``rollback``: stop the agent, restore the legacy installation and data byte for byte from
-  the backup, remove the new release, start the legacy service;
+- ``rollback``: stop the agent, keep what its queue still holds unacknowledged (a copy of the
+  queue next to the backup, reported: nothing the agent read is lost), restore the legacy
+  installation and data byte for byte from the backup, remove the new release, start the
+  legacy service;
 - ``watchdog``: wait for the deadline; still in trial -> ``rollback``.
 
 Each prints one JSON object (``changed``, ``state``, ``msg``). Settings: ``/etc/derrick/
@@ -24,6 +26,7 @@ import argparse
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -178,6 +181,31 @@ def commit(root: str) -> dict[str, Any]:
     return {"changed": True, "state": "committed", "msg": "committed"}
 
 
+def keep_unacknowledged(root: str, keep_dir: str) -> dict[str, Any] | None:
+    """Copy the stopped agent's queue into ``keep_dir`` when it still holds batches the Primary
+    Host has not acknowledged (they would go with the release) -> what was kept, or None."""
+    path = _path(root, legacy.QUEUE_FILE)
+    if not os.path.exists(path):
+        return None
+    src = sqlite3.connect(path)
+    try:
+        batches, samples = src.execute(
+            "SELECT count(*), coalesce(sum(samples), 0) FROM batch"
+        ).fetchone()
+        if not batches:
+            return None
+        dest = os.path.join(keep_dir, f"unacknowledged-{int(time.time() * 1000)}.db")
+        dst = sqlite3.connect(dest + ".tmp")
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+        os.replace(dest + ".tmp", dest)
+    finally:
+        src.close()
+    return {"batches": batches, "samples": samples, "file": dest}
+
+
 def rollback(root: str, reason: str) -> dict[str, Any]:
     state = legacy.agent_state(root)
     settings = _load(root, SETTINGS)
@@ -185,13 +213,20 @@ def rollback(root: str, reason: str) -> dict[str, Any]:
         return {"changed": False, "state": None, "msg": "nothing to roll back"}
     if settings is not None:
         _agent(root, settings, "stop")
+    keep_dir = os.path.dirname(state["backup"])
+    kept = keep_unacknowledged(root, keep_dir)
     legacy.restore_backup(root, state["backup"])
-    record = {"reason": reason, "at": time.time(), "from_state": state["state"]}
-    with open(os.path.join(os.path.dirname(state["backup"]), ROLLBACK_RECORD), "w") as f:
+    record = {"reason": reason, "at": time.time(), "from_state": state["state"], "kept": kept}
+    with open(os.path.join(keep_dir, ROLLBACK_RECORD), "w") as f:
         json.dump(record, f)
     if settings is not None:
         _legacy_service(settings, "start")
-    return {"changed": True, "state": "rolled_back", "msg": reason}
+    msg = reason
+    if kept:
+        msg += (f"; {kept['samples']} readings in {kept['batches']} batches the Primary Host had"
+                f" not acknowledged are kept in {kept['file']}")  # fmt: skip
+    return {"changed": True, "state": "rolled_back", "from_state": state["state"],
+            "kept": kept, "msg": msg}  # fmt: skip
 
 
 def watchdog(root: str) -> dict[str, Any]:
