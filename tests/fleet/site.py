@@ -69,10 +69,15 @@ class Site:
         return path
 
     def play(
-        self, inventory: Path, playbook: str = "fleet-converge.yml", *args: str, timeout: int = 600
+        self,
+        inventory: Path,
+        playbook: str = "fleet-converge.yml",
+        *args: str,
+        timeout: int = 600,
+        env_extra: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible" / "ansible.cfg"),
-               "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}  # fmt: skip
+               "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **(env_extra or {})}  # fmt: skip
         done = subprocess.run(
             [str(ANSIBLE_BIN / "ansible-playbook"), "-i", str(inventory),
              str(REPO / "ansible" / playbook), *args],
