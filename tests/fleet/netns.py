@@ -211,7 +211,7 @@ class NamespacedSshd(Service):
                     "PasswordAuthentication no",
                     "KbdInteractiveAuthentication no",
                     "UsePAM no",
-                    # the test's directories (tmp_path) are not root-only all the way up
+                    # keys and authorized_keys live in the test's directories, not ~root/.ssh
                     "StrictModes no",
                     "Subsystem sftp internal-sftp",
                     "LogLevel VERBOSE",
