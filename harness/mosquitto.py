@@ -51,6 +51,11 @@ class Mosquitto(Service):
     :attr:`tls_port` serving the PKI's server certificate; ``require_client_certificate``
     makes that listener demand a client certificate signed by the same CA. Credentials and
     ACLs apply to both listeners (``per_listener_settings false``).
+
+    ``extra_bind_addresses`` (default none) makes the plain listener also bind these local
+    addresses on the same :attr:`port`, with the same settings: for clients that cannot reach
+    the loopback, such as agents in a test's network namespace reaching the broker through a
+    veth pair. The loopback listener and :attr:`url` stay as they are.
     """
 
     name = "mosquitto"
@@ -65,6 +70,7 @@ class Mosquitto(Service):
         verbose: bool = False,
         tls: ScratchPki | None = None,
         require_client_certificate: bool = False,
+        extra_bind_addresses: Sequence[str] = (),
         startup_timeout: float = 30.0,
     ) -> None:
         if not insecure_allow_anonymous and password_file is None:
@@ -76,6 +82,7 @@ class Mosquitto(Service):
         self.verbose = verbose
         self.tls = tls
         self.require_client_certificate = require_client_certificate
+        self.extra_bind_addresses = tuple(extra_bind_addresses)
         self._binary = locate.mosquitto_binary()
         self._port = 0
         self._tls_port = 0
@@ -143,6 +150,9 @@ class Mosquitto(Service):
             allow_anonymous="true" if self.insecure_allow_anonymous else "false",
             password_file_line=password_line,
             acl_file_line=f"acl_file {self.acl_file}" if self.acl_file else "",
+            extra_listeners="\n".join(
+                f"listener {self._port} {address}" for address in self.extra_bind_addresses
+            ),
             tls_listener=self._tls_listener(),
             log_path=self.log_path,
             log_types="\n".join(f"log_type {kind}" for kind in log_types),
@@ -162,4 +172,5 @@ class Mosquitto(Service):
 
     def _is_ready(self) -> bool:
         plain = _mqtt_probe(self.host, self._port)
-        return plain and (self.tls is None or is_listening(self._tls_port))
+        extra = all(is_listening(self._port, address) for address in self.extra_bind_addresses)
+        return plain and extra and (self.tls is None or is_listening(self._tls_port))

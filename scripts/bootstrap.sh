@@ -4,7 +4,10 @@
 #   the pinned uv and the project's locked Python environment (.venv).
 # Writes the discovered paths to "$DERRICK_CACHE/env" for harness/ to read.
 # Never leaves a Debian-managed mosquitto or postgresql service running: the harness
-# starts its own processes on free loopback ports.
+# starts its own processes on free loopback ports. Likewise for an sshd this script installed
+# (openssh-server, for the fleet test that converges appliances over SSH in network
+# namespaces): it starts its own sshd with its own keys; the package's service is disabled
+# with Debian's /etc/ssh/sshd_not_to_be_run. An sshd that was there before is left alone.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -67,6 +70,17 @@ stop_debian_services() {
         "${SUDO[@]}" systemctl disable --now mosquitto >/dev/null 2>&1 || true
         "${SUDO[@]}" systemctl disable --now postgresql >/dev/null 2>&1 || true
     fi
+    if [[ -f /etc/ssh/sshd_not_to_be_run ]]; then
+        # Debian's init script and systemd unit honour the file; stop an sshd they started anyway.
+        # (its pid file is /run/sshd.pid; the tests' sshds keep theirs in their own directories)
+        if [[ -f /run/sshd.pid ]] && "${SUDO[@]}" kill -0 "$(cat /run/sshd.pid)" 2>/dev/null; then
+            log "stopping the Debian ssh service"
+            "${SUDO[@]}" service ssh stop >/dev/null 2>&1 || true
+        fi
+        if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+            "${SUDO[@]}" systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+        fi
+    fi
     if command -v pg_lsclusters >/dev/null 2>&1; then
         local ver name port status _rest
         while read -r ver name port status _rest; do
@@ -78,8 +92,15 @@ stop_debian_services() {
     fi
 }
 
-apt_install mosquitto mosquitto-clients postgresql procps ca-certificates curl
+if ! pkg_installed openssh-server; then
+    # Installed here for the tests only: the package's own sshd must never run (port 22).
+    "${SUDO[@]}" mkdir -p /etc/ssh
+    "${SUDO[@]}" touch /etc/ssh/sshd_not_to_be_run
+fi
+apt_install mosquitto mosquitto-clients postgresql procps ca-certificates curl \
+    openssh-server openssh-client iproute2
 stop_debian_services
+[[ -x /usr/sbin/sshd ]] || die "/usr/sbin/sshd not found after install (apt-get install openssh-server)"
 
 MOSQUITTO_BIN="$(command -v mosquitto || true)"
 [[ -z "$MOSQUITTO_BIN" && -x /usr/sbin/mosquitto ]] && MOSQUITTO_BIN=/usr/sbin/mosquitto

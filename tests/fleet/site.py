@@ -10,10 +10,12 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import QuestDB
 from tests.fleet.legacy_fixtures import Expected, build_appliance
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,6 +108,41 @@ class Site:
                     and cmd[3].startswith(str(self.base).encode())
                 ):
                     os.kill(int(proc.name), signal.SIGTERM)
+
+
+def stored_rows(questdb: QuestDB, table: str, node: str) -> list[tuple[int, str, float]]:
+    """The node's historical rows (the legacy backlog arrives as history), duplicates kept."""
+    try:
+        result = questdb.exec_sql(
+            f"SELECT ts::long, metric, value FROM {table} WHERE node = '{node}' AND historical"
+        )
+    except Exception:  # the table does not exist before the first flush
+        return []
+    return [(t, m, v) for t, m, v in result["dataset"]]
+
+
+def wait_backlogs_stored(
+    site: Site, questdb: QuestDB, table: str, hosts: list[str], timeout: float = 90.0
+) -> None:
+    """Every unsent legacy reading of ``hosts`` in QuestDB, original timestamp, engineering
+    value, exactly once."""
+    deadline = time.monotonic() + timeout
+    missing: dict[str, set[tuple[int, str, float]]] = {}
+    while time.monotonic() < deadline:
+        missing = {}
+        for host in hosts:
+            want = {(r.ts_ns, r.tag, r.value) for r in site.appliances[host].unsent}
+            lost = want - set(stored_rows(questdb, table, host))
+            if lost:
+                missing[host] = lost
+        if not missing:
+            break
+        time.sleep(1)
+    assert not missing, {h: sorted(m)[:3] for h, m in missing.items()}
+    for host in hosts:
+        want = {(r.ts_ns, r.tag, r.value) for r in site.appliances[host].unsent}
+        rows = [r for r in stored_rows(questdb, table, host) if r in want]
+        assert len(rows) == len(want), (host, len(rows), len(want))  # no reading twice
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:

@@ -18,72 +18,17 @@ import os
 import signal
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness import Mosquitto, QuestDB
-from harness.derrick import ingest_process
 from harness.ports import allocate_port
 from harness.process import ManagedProcess
 from tests.fleet.legacy_fixtures import ANOMALIES, BACKUP_DIR, VERSIONS, tree_digest
-from tests.fleet.site import ANSIBLE_BIN, REPO, Site, recap
+from tests.fleet.site import ANSIBLE_BIN, REPO, Site, recap, wait_backlogs_stored
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
-
-
-@pytest.fixture
-def ingest(
-    tmp_path: Path, mosquitto: Mosquitto, questdb: QuestDB
-) -> Iterator[tuple[ManagedProcess, str]]:
-    prefix = f"t{uuid.uuid4().hex[:8]}_"
-    proc = ingest_process(
-        tmp_path / "ingest",
-        mqtt_port=mosquitto.port,
-        ilp_conf=questdb.ilp_conf,
-        pg_dsn=questdb.pg_dsn,
-        table_prefix=prefix,
-    )
-    proc.start()
-    try:
-        yield proc, f"{prefix}telemetry_raw"
-    finally:
-        proc.stop()
-
-
-def stored_rows(questdb: QuestDB, table: str, node: str) -> list[tuple[int, str, float]]:
-    """The node's historical rows (the legacy backlog arrives as history), duplicates kept."""
-    try:
-        result = questdb.exec_sql(
-            f"SELECT ts::long, metric, value FROM {table} WHERE node = '{node}' AND historical"
-        )
-    except Exception:  # the table does not exist before the first flush
-        return []
-    return [(t, m, v) for t, m, v in result["dataset"]]
-
-
-def wait_backlogs_stored(site: Site, questdb: QuestDB, table: str, hosts: list[str]) -> None:
-    """Every unsent legacy reading of ``hosts`` in QuestDB, original timestamp, engineering
-    value, exactly once."""
-    deadline = time.monotonic() + 90
-    missing: dict[str, set[tuple[int, str, float]]] = {}
-    while time.monotonic() < deadline:
-        missing = {}
-        for host in hosts:
-            want = {(r.ts_ns, r.tag, r.value) for r in site.appliances[host].unsent}
-            lost = want - set(stored_rows(questdb, table, host))
-            if lost:
-                missing[host] = lost
-        if not missing:
-            break
-        time.sleep(1)
-    assert not missing, {h: sorted(m)[:3] for h, m in missing.items()}
-    for host in hosts:
-        want = {(r.ts_ns, r.tag, r.value) for r in site.appliances[host].unsent}
-        rows = [r for r in stored_rows(questdb, table, host) if r in want]
-        assert len(rows) == len(want), (host, len(rows), len(want))  # no reading twice
 
 
 def state(site: Site, host: str) -> str | None:

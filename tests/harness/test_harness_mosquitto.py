@@ -51,6 +51,16 @@ def test_config_is_loopback_only_and_says_it_is_insecure(mosquitto: Mosquitto) -
     assert "persistence false" in config
 
 
+def test_extra_bind_addresses_listen_on_the_same_port(tmp_path: Path) -> None:
+    """For clients that cannot reach 127.0.0.1 (agents in a test's network namespace)."""
+    with Mosquitto(tmp_path, extra_bind_addresses=["127.0.0.2"]) as broker:
+        config = broker.config_path.read_text()
+        assert f"listener {broker.port} 127.0.0.1" in config
+        assert f"listener {broker.port} 127.0.0.2" in config
+        assert mosquitto_module._mqtt_probe("127.0.0.2", broker.port)
+        assert broker.url == f"mqtt://127.0.0.1:{broker.port}"
+
+
 @pytest.mark.asyncio
 async def test_restart_keeps_the_port(mosquitto: Mosquitto) -> None:
     port, old_pid = mosquitto.port, mosquitto.pid

@@ -1,0 +1,34 @@
+"""Fixtures of the fleet tests: an ingest worker between the test's broker and QuestDB."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness import Mosquitto, QuestDB
+from harness.derrick import ingest_process
+from harness.process import ManagedProcess
+
+
+@pytest.fixture
+def ingest(
+    tmp_path: Path, mosquitto: Mosquitto, questdb: QuestDB
+) -> Iterator[tuple[ManagedProcess, str]]:
+    """An ingest worker on the test's ``mosquitto`` and the session's QuestDB, writing tables
+    of a unique prefix; yields the process and its ``telemetry_raw`` table."""
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    proc = ingest_process(
+        tmp_path / "ingest",
+        mqtt_port=mosquitto.port,
+        ilp_conf=questdb.ilp_conf,
+        pg_dsn=questdb.pg_dsn,
+        table_prefix=prefix,
+    )
+    proc.start()
+    try:
+        yield proc, f"{prefix}telemetry_raw"
+    finally:
+        proc.stop()
