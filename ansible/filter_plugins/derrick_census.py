@@ -1,0 +1,165 @@
+"""Filters of ``fleet-census.yml``: what runs on each appliance, per site counts, and the
+report's Markdown and CSV renderings. Pure functions of what the play observed.
+
+``derrick_census_report(observed)``: ``observed`` maps each host to the raw observations of the
+play (or None for a host the play lost), each::
+
+    {"site": "s017", "unreachable": false, "release_link": "releases/0.1.0",
+     "probed": true, "legacy": {...derrick_legacy fact...} | None, "probe_error": "",
+     "health_rc": 0 | None, "health_output": "healthy: ..."}
+
+and gives ``{"hosts": [entry, ...], "sites": {site: counts}}``. An entry's ``running`` is one
+of ``legacy``, ``derrick`` (the agent committed), ``switching`` (staged or on trial),
+``unreachable``, ``not-probed`` (no Python 3.11 to run detection with) or ``probe-failed``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import posixpath
+from collections import Counter
+from typing import Any
+
+CSV_COLUMNS = (
+    "host", "site", "running", "legacy_version", "inferred", "release", "agent_state", "health",
+    "anomalies", "unsent", "detail",
+)  # fmt: skip
+
+
+def _release(link: str | None) -> str | None:
+    link = (link or "").strip().rstrip("/")
+    return posixpath.basename(link) or None
+
+
+def _health(obs: dict[str, Any]) -> tuple[str | None, str]:
+    rc = obs.get("health_rc")
+    text = " ".join(str(obs.get("health_output") or "").split())
+    if rc is None:
+        return None, ""
+    return ("healthy" if int(rc) == 0 else "unhealthy"), text
+
+
+def census_entry(host: str, obs: dict[str, Any] | None) -> dict[str, Any]:
+    """What runs on one appliance, from the play's observations."""
+    site = (obs or {}).get("site") or host.split("-", 1)[0]
+    entry: dict[str, Any] = {
+        "host": host, "site": site, "running": "probe-failed", "legacy_version": None,
+        "inferred": False, "release": None, "agent_state": None, "health": None,
+        "anomalies": [], "unsent": None, "detail": "",
+    }  # fmt: skip
+    if obs is None:
+        entry["detail"] = "the play lost this host before it was recorded"
+        return entry
+    if obs.get("unreachable"):
+        entry["running"] = "unreachable"
+        entry["detail"] = str(obs.get("unreachable_msg") or "")[:300]
+        return entry
+    entry["release"] = _release(obs.get("release_link"))
+    entry["health"], health_text = _health(obs)
+    legacy = obs.get("legacy")
+    if not obs.get("probed"):
+        entry["running"] = "not-probed"
+        entry["detail"] = "no Python 3.11 on the appliance to detect with (derrick_census_python)"
+        return entry
+    if not isinstance(legacy, dict):
+        entry["detail"] = str(obs.get("probe_error") or "detection returned nothing")[:300]
+        return entry
+    entry["legacy_version"] = legacy.get("version")
+    entry["inferred"] = bool(legacy.get("inferred"))
+    entry["agent_state"] = legacy.get("agent_state")
+    entry["unsent"] = legacy.get("unsent")
+    anomalies = legacy.get("anomalies") or []
+    entry["anomalies"] = [a.get("code") for a in anomalies]
+    if legacy.get("converged"):
+        entry["running"] = "derrick"
+        entry["detail"] = health_text
+    elif entry["agent_state"] in ("staged", "trial"):
+        entry["running"] = "switching"
+        entry["detail"] = health_text
+    else:
+        entry["running"] = "legacy"
+        entry["detail"] = "; ".join(f"{a.get('code')}: {a.get('detail')}" for a in anomalies)
+    return entry
+
+
+def label(entry: dict[str, Any]) -> str:
+    """The per-site count key: ``legacy v2.3``, ``derrick 0.1.0``, ``unreachable`` ..."""
+    running = entry["running"]
+    if running == "legacy":
+        return f"legacy {entry['legacy_version'] or '(version unknown)'}"
+    if running in ("derrick", "switching"):
+        return f"{running} {entry['release'] or '(release unknown)'}"
+    return str(running)
+
+
+def census_report(observed: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """Every host's entry and, per site, the counts by version/release, anomaly and health."""
+    hosts = [census_entry(h, observed[h]) for h in sorted(observed)]
+    sites: dict[str, dict[str, Any]] = {}
+    for entry in hosts:
+        site = sites.setdefault(
+            entry["site"], {"appliances": 0, "running": Counter(), "anomalies": Counter(),
+                            "unhealthy": 0}
+        )  # fmt: skip
+        site["appliances"] += 1
+        site["running"][label(entry)] += 1
+        site["anomalies"].update(entry["anomalies"])
+        site["unhealthy"] += entry["health"] == "unhealthy"
+    for site in sites.values():
+        site["running"] = dict(sorted(site["running"].items()))
+        site["anomalies"] = dict(sorted(site["anomalies"].items()))
+    return {"hosts": hosts, "sites": dict(sorted(sites.items()))}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        value = ", ".join(str(v) for v in value)
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def census_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: per site the counts, then one row per appliance."""
+    lines = ["# Fleet census", ""]
+    for site, counts in report["sites"].items():
+        lines += [f"## {site}: {counts['appliances']} appliances", ""]
+        lines += ["| runs | appliances |", "|---|---|"]
+        lines += [f"| {_cell(k)} | {v} |" for k, v in counts["running"].items()]
+        if counts["anomalies"]:
+            lines += ["", "| anomaly | appliances |", "|---|---|"]
+            lines += [f"| {_cell(k)} | {v} |" for k, v in counts["anomalies"].items()]
+        if counts["unhealthy"]:
+            lines += ["", f"Unhealthy agents: {counts['unhealthy']}"]
+        lines += ["", "| appliance | runs | agent state | health | anomalies | unsent | detail |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for e in report["hosts"]:
+            if e["site"] == site:
+                cells = (e["host"], label(e), e["agent_state"], e["health"], e["anomalies"],
+                         e["unsent"], e["detail"])  # fmt: skip
+                lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def census_csv(report: dict[str, Any]) -> str:
+    """One row per appliance (anomalies joined with ``;``)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for e in report["hosts"]:
+        writer.writerow(
+            ";".join(e[c]) if c == "anomalies" else ("" if e[c] is None else e[c])
+            for c in CSV_COLUMNS
+        )
+    return out.getvalue()
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {
+            "derrick_census_report": census_report,
+            "derrick_census_markdown": census_markdown,
+            "derrick_census_csv": census_csv,
+        }
