@@ -4,9 +4,9 @@ report's Markdown and CSV renderings. Pure functions of what the play observed.
 ``derrick_census_report(observed)``: ``observed`` maps each host to the raw observations of the
 play (or None for a host the play lost), each::
 
-    {"site": "s017", "unreachable": false, "release_link": "releases/0.1.0",
-     "probed": true, "legacy": {...derrick_legacy fact...} | None, "probe_error": "",
-     "health_rc": 0 | None, "health_output": "healthy: ..."}
+    {"site": "s017", "unreachable": false, "probe_msg": "",
+     "probe_output": "release=releases/0.1.0\npython=yes\nhealth_rc=0\nhealth=healthy: ...",
+     "probed": true, "legacy": {...derrick_legacy fact...} | None, "detect_error": ""}
 
 and gives ``{"hosts": [entry, ...], "sites": {site: counts}}``. An entry's ``running`` is one
 of ``legacy``, ``derrick`` (the agent committed), ``switching`` (staged or on trial),
@@ -27,17 +27,20 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
-def _release(link: str | None) -> str | None:
-    link = (link or "").strip().rstrip("/")
-    return posixpath.basename(link) or None
-
-
-def _health(obs: dict[str, Any]) -> tuple[str | None, str]:
-    rc = obs.get("health_rc")
-    text = " ".join(str(obs.get("health_output") or "").split())
-    if rc is None:
-        return None, ""
-    return ("healthy" if int(rc) == 0 else "unhealthy"), text
+def parse_probe(output: str) -> tuple[str | None, str | None, str]:
+    """(release, health, health text) from the raw probe's ``key=value`` lines."""
+    release = rc = None
+    health: list[str] = []
+    for line in output.splitlines():
+        key, _, value = line.strip().partition("=")
+        if key == "release":
+            release = posixpath.basename(value.strip().rstrip("/")) or None
+        elif key == "health_rc":
+            rc = value.strip()
+        elif key == "health":
+            health.append(value.strip())
+    verdict = None if rc is None else ("healthy" if rc == "0" else "unhealthy")
+    return release, verdict, " ".join(health)
 
 
 def census_entry(host: str, obs: dict[str, Any] | None) -> dict[str, Any]:
@@ -53,17 +56,16 @@ def census_entry(host: str, obs: dict[str, Any] | None) -> dict[str, Any]:
         return entry
     if obs.get("unreachable"):
         entry["running"] = "unreachable"
-        entry["detail"] = str(obs.get("unreachable_msg") or "")[:300]
+        entry["detail"] = str(obs.get("probe_msg") or "")[:300]
         return entry
-    entry["release"] = _release(obs.get("release_link"))
-    entry["health"], health_text = _health(obs)
+    entry["release"], entry["health"], health_text = parse_probe(str(obs.get("probe_output") or ""))
     legacy = obs.get("legacy")
     if not obs.get("probed"):
         entry["running"] = "not-probed"
         entry["detail"] = "no Python 3.11 on the appliance to detect with (derrick_census_python)"
         return entry
     if not isinstance(legacy, dict):
-        entry["detail"] = str(obs.get("probe_error") or "detection returned nothing")[:300]
+        entry["detail"] = str(obs.get("detect_error") or "detection returned nothing")[:300]
         return entry
     entry["legacy_version"] = legacy.get("version")
     entry["inferred"] = bool(legacy.get("inferred"))

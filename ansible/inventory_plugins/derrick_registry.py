@@ -121,6 +121,7 @@ import os
 import re
 import string
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlsplit
@@ -241,11 +242,20 @@ def appliances_from_export(path: str, data: bytes) -> list[Appliance]:
 class RegistryApi:
     """The ops API's registry routes; the key is sent as a Bearer token and kept nowhere else."""
 
-    def __init__(self, base_url: str, key: str, *, timeout: int, validate_certs: bool) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        key: str,
+        *,
+        timeout: int,
+        validate_certs: bool,
+        on_wait: Callable[[str], None] = lambda _: None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._key = key
         self._timeout = timeout
         self._validate_certs = validate_certs
+        self._on_wait = on_wait
 
     def __repr__(self) -> str:
         return f"RegistryApi({self.base_url!r}, key=<hidden>)"
@@ -268,6 +278,7 @@ class RegistryApi:
             except HTTPError as exc:
                 if exc.code == 429:
                     wait = _retry_after(exc.headers.get("Retry-After"))
+                    self._on_wait(f"{url}: rate limited (429), waiting {wait:g} s")
                     time.sleep(wait)
                     continue
                 raise AnsibleParserError(_refusal(url, exc)) from None
@@ -332,7 +343,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
     def parse(self, inventory: Any, loader: Any, path: str, cache: bool = True) -> None:
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
-        template = self.get_option("address_template") or ""
+        template = str(self.get_option("address_template") or "")  # data, not a template
         check_address_template(template)
         wanted = self._wanted_sites(path)
         states = set(self.get_option("states"))
@@ -363,7 +374,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         export = self.get_option("export_path")
         if not export:
             raise AnsibleParserError(f"{path}: source file needs export_path")
-        export = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(export))
+        here = os.path.dirname(os.path.abspath(path))
+        export = os.path.normpath(os.path.join(here, os.path.expanduser(export)))
         try:
             with open(export, "rb") as f:
                 data = f.read()
@@ -390,6 +402,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             str(key),  # str() decrypts an inline !vault value
             timeout=self.get_option("timeout"),
             validate_certs=self.get_option("validate_certs"),
+            on_wait=lambda msg: self.display.vvv(f"derrick_registry: {msg}"),
         )
         sites = sorted(wanted) if wanted else api.sites()
         return [a for site in sites for a in api.appliances(site)]
