@@ -10,37 +10,72 @@ play (or None for a host the play lost), each::
 
 and gives ``{"hosts": [entry, ...], "sites": {site: counts}}``. An entry's ``running`` is one
 of ``legacy``, ``derrick`` (the agent committed), ``switching`` (staged or on trial),
-``unreachable``, ``not-probed`` (no Python 3.11 to run detection with) or ``probe-failed``.
+``unreachable``, ``not-probed`` (no Python 3.11 to run the detection with, and no version
+marker) or ``probe-failed``. Without the detection, a legacy version comes from the version
+markers the probe printed (``detected_by: markers``; anomalies unknown then).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
+import importlib.util
 import io
 import posixpath
 from collections import Counter
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 CSV_COLUMNS = (
     "host", "site", "running", "legacy_version", "inferred", "release", "agent_state", "health",
-    "anomalies", "unsent", "detail",
+    "anomalies", "unsent", "detected_by", "detail",
 )  # fmt: skip
+NO_DETECTION = "no Python 3.11 on the appliance to run the detection with (derrick_census_python)"
 
 
-def parse_probe(output: str) -> tuple[str | None, str | None, str]:
-    """(release, health, health text) from the raw probe's ``key=value`` lines."""
-    release = rc = None
+@functools.cache
+def _legacy() -> ModuleType:
+    """``module_utils/derrick_legacy.py`` (pure Python): the markers' meaning, in one place."""
+    path = Path(__file__).resolve().parent.parent / "module_utils" / "derrick_legacy.py"
+    spec = importlib.util.spec_from_file_location("derrick_legacy_for_census", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_probe(output: str) -> dict[str, Any]:
+    """The raw probe's ``key=value`` lines: release, health verdict and text, markers."""
+    found: dict[str, Any] = {"release": None, "health": None, "health_text": "", "markers": []}
     health: list[str] = []
     for line in output.splitlines():
         key, _, value = line.strip().partition("=")
         if key == "release":
-            release = posixpath.basename(value.strip().rstrip("/")) or None
+            found["release"] = posixpath.basename(value.strip().rstrip("/")) or None
         elif key == "health_rc":
-            rc = value.strip()
+            found["health"] = "healthy" if value.strip() == "0" else "unhealthy"
         elif key == "health":
             health.append(value.strip())
-    verdict = None if rc is None else ("healthy" if rc == "0" else "unhealthy")
-    return release, verdict, " ".join(health)
+        elif key == "marker":
+            where, _, text = value.partition("=")
+            found["markers"].append((where, text))
+    found["health_text"] = " ".join(health)
+    return found
+
+
+def version_from_markers(markers: list[tuple[str, str]]) -> tuple[str | None, list[str], str]:
+    """(version, anomaly codes, detail) from the markers alone (no layout, no configuration)."""
+    legacy = _legacy()
+    releases = {r for w, t in markers if (r := legacy.marker_release(w, t)) is not None}
+    if not releases:
+        return None, [], f"no version marker; {NO_DETECTION}"
+    if len(releases) > 1:
+        return None, ["conflicting-markers"], f"markers say {sorted(releases)}; {NO_DETECTION}"
+    release = releases.pop()
+    if release not in legacy.RELEASES:
+        return None, ["unknown-release"], f"marker says {release!r}; {NO_DETECTION}"
+    return legacy.RELEASES[release], [], f"version from its marker only; {NO_DETECTION}"
 
 
 def census_entry(host: str, obs: dict[str, Any] | None) -> dict[str, Any]:
@@ -49,7 +84,7 @@ def census_entry(host: str, obs: dict[str, Any] | None) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "host": host, "site": site, "running": "probe-failed", "legacy_version": None,
         "inferred": False, "release": None, "agent_state": None, "health": None,
-        "anomalies": [], "unsent": None, "detail": "",
+        "anomalies": [], "unsent": None, "detected_by": None, "detail": "",
     }  # fmt: skip
     if obs is None:
         entry["detail"] = "the play lost this host before it was recorded"
@@ -58,19 +93,24 @@ def census_entry(host: str, obs: dict[str, Any] | None) -> dict[str, Any]:
         entry["running"] = "unreachable"
         entry["detail"] = str(obs.get("probe_msg") or "")[:300]
         return entry
-    entry["release"], entry["health"], health_text = parse_probe(str(obs.get("probe_output") or ""))
+    probe = parse_probe(str(obs.get("probe_output") or ""))
+    entry["release"], entry["health"], health_text = (
+        probe["release"], probe["health"], probe["health_text"]
+    )  # fmt: skip
     legacy = obs.get("legacy")
     if not obs.get("probed"):
-        entry["running"] = "not-probed"
-        entry["detail"] = "no Python 3.11 on the appliance to detect with (derrick_census_python)"
+        version, codes, detail = version_from_markers(probe["markers"])
+        entry["running"] = "legacy" if version or codes else "not-probed"
+        entry["legacy_version"], entry["anomalies"], entry["detail"] = version, codes, detail
+        entry["detected_by"] = "markers" if version or codes else None
         return entry
     if not isinstance(legacy, dict):
         entry["detail"] = str(obs.get("detect_error") or "detection returned nothing")[:300]
         return entry
+    entry["detected_by"] = "module"
     entry["legacy_version"] = legacy.get("version")
     entry["inferred"] = bool(legacy.get("inferred"))
     entry["agent_state"] = legacy.get("agent_state")
-    entry["unsent"] = legacy.get("unsent")
     anomalies = legacy.get("anomalies") or []
     entry["anomalies"] = [a.get("code") for a in anomalies]
     if legacy.get("converged"):
@@ -81,6 +121,7 @@ def census_entry(host: str, obs: dict[str, Any] | None) -> dict[str, Any]:
         entry["detail"] = health_text
     else:
         entry["running"] = "legacy"
+        entry["unsent"] = legacy.get("unsent")  # after the switch they are the agent's
         entry["detail"] = "; ".join(f"{a.get('code')}: {a.get('detail')}" for a in anomalies)
     return entry
 

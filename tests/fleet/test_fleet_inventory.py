@@ -283,7 +283,7 @@ def test_census_reports_what_runs_where_and_changes_nothing(tmp_path: Path) -> N
     lost = site.add(5, "v2.0", anomaly="unreachable")
     converged = site.add(6, "v4.2")
     site.mark_converged(converged, "0.1.0")
-    unprobed = site.add(7, "v3.2")  # no Python 3.11 to detect with
+    unprobed = site.add(7, "v3.2")  # no Python 3.11 to detect with: its marker tells the version
     site.host_vars[unprobed] = {"derrick_census_python": ""}
     inventory = site.inventory(mqtt_port=1883)
     before = {h: tree_digest(site.root(h)) for h in site.appliances}
@@ -313,7 +313,9 @@ def test_census_reports_what_runs_where_and_changes_nothing(tmp_path: Path) -> N
     assert (by_host[invalid]["running"], by_host[invalid]["legacy_version"]) == ("legacy", "v4.1")
     assert by_host[invalid]["anomalies"] == ["invalid-config"]
     assert by_host[lost]["running"] == "unreachable"
-    assert by_host[unprobed]["running"] == "not-probed"
+    assert (by_host[unprobed]["running"], by_host[unprobed]["legacy_version"]) == ("legacy", "v3.2")
+    assert by_host[unprobed]["detected_by"] == "markers"
+    assert by_host[v14]["detected_by"] == "module"
     agent = by_host[converged]
     want = ("derrick", "0.1.0", "committed", "healthy")
     assert (agent["running"], agent["release"], agent["agent_state"], agent["health"]) == want, (
@@ -323,7 +325,7 @@ def test_census_reports_what_runs_where_and_changes_nothing(tmp_path: Path) -> N
         "s017": {
             "appliances": 7,
             "running": {"derrick 0.1.0": 1, "legacy v1.4": 1, "legacy v2.3": 1,
-                        "legacy v3.0": 1, "legacy v4.1": 1, "not-probed": 1, "unreachable": 1},
+                        "legacy v3.0": 1, "legacy v3.2": 1, "legacy v4.1": 1, "unreachable": 1},
             "anomalies": {"invalid-config": 1, "no-marker": 1},
             "unhealthy": 0,
         }
@@ -340,7 +342,7 @@ def test_census_reports_what_runs_where_and_changes_nothing(tmp_path: Path) -> N
 
 def test_census_filters_classify_what_the_play_cannot_stage_cheaply() -> None:
     """Entries the simulated site does not produce: an agent on trial with a failing health
-    check, a detection that failed, a host the play lost."""
+    check, a detection that failed, a host the play lost, markers only (conflicting, none)."""
     spec = importlib.util.spec_from_file_location(
         "derrick_census_under_test", REPO / "ansible" / "filter_plugins" / "derrick_census.py"
     )
@@ -355,6 +357,10 @@ def test_census_filters_classify_what_the_play_cannot_stage_cheaply() -> None:
         "s017-a002": {"site": "s017", "probed": True, "legacy": None,
                       "detect_error": "MODULE FAILURE"},
         "s018-a001": None,
+        "s018-a002": {"site": "s018", "probed": False,
+                      "probe_output": "release=\npython=no\nmarker=opt/cdd/agent/VERSION=2.3.0\n"
+                                      'marker=cdd_agent/__init__.py=__version__ = "2.0.1"\n'},
+        "s018-a003": {"site": "s018", "probed": False, "probe_output": "release=\npython=no\n"},
     })  # fmt: skip
     entries = {e["host"]: e for e in report["hosts"]}
     assert entries["s017-a001"]["running"] == "switching"
@@ -368,4 +374,12 @@ def test_census_filters_classify_what_the_play_cannot_stage_cheaply() -> None:
     assert entries["s018-a001"]["running"] == "probe-failed"
     assert report["sites"]["s017"]["running"] == {"probe-failed": 1, "switching 0.2.0": 1}
     assert report["sites"]["s017"]["unhealthy"] == 1
+    markers = entries["s018-a002"]
+    assert (markers["running"], markers["legacy_version"], markers["anomalies"]) == (
+        "legacy",
+        None,
+        ["conflicting-markers"],
+    )
+    assert markers["detected_by"] == "markers"
+    assert entries["s018-a003"]["running"] == "not-probed"
     assert "| s017-a001 | switching 0.2.0 | trial | unhealthy |" in census.census_markdown(report)
