@@ -135,7 +135,9 @@ SITE_ID = re.compile(r"s[0-9]{3,}")
 APPLIANCE_ID = re.compile(r"(s[0-9]{3,})-a[0-9]{3,}")
 VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Variables the plugin sets itself; an export's ``vars`` may not set them.
-OWN_VARS = frozenset({"derrick_site", "derrick_appliance_state", "derrick_environment"})
+OWN_VARS = frozenset(
+    {"derrick_site", "derrick_appliance_state", "derrick_environment", "ansible_host"}
+)
 #: 429 answers waited out (Retry-After) before giving up, and the longest wait.
 RETRIES_429 = 5
 MAX_RETRY_AFTER_S = 30.0
