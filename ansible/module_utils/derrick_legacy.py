@@ -99,34 +99,45 @@ def _read(root: str, rel: str) -> str | None:
 # ------------------------------------------------------------------ detection
 
 
+def marker_release(where: str, text: str) -> str | None:
+    """The release a version marker names, from its raw text: a ``VERSION`` file's content,
+    ``cdd_agent/__init__.py``, the output of ``cdd-edge --version``, the target of
+    ``opt/cdd-edge/current`` (also used on the controller, on what a shell probe printed)."""
+    if where == "cdd_agent/__init__.py":
+        m = re.search(r"""__version__\s*=\s*["']([^"']+)["']""", text)
+        return m.group(1) if m else None
+    if where == "cdd-edge --version":
+        m = re.fullmatch(r"cdd-edge (\d+\.\d+\.\d+)", text.strip())
+        return m.group(1) if m else None
+    if where == "opt/cdd-edge/current":
+        return os.path.basename(text.strip().rstrip("/"))
+    return text.strip()
+
+
 def _markers(root: str) -> list[tuple[str, str]]:
     """(where, release) of every version marker present."""
-    found: list[tuple[str, str]] = []
-    text = _read(root, "opt/cdd/collector/VERSION")
-    if text:
-        found.append(("opt/cdd/collector/VERSION", text.strip()))
-    text = _read(root, "opt/cdd/agent/lib/cdd_agent/__init__.py")
-    if text:
-        m = re.search(r"""__version__\s*=\s*["']([^"']+)["']""", text)
-        if m:
-            found.append(("cdd_agent/__init__.py", m.group(1)))
-    text = _read(root, "opt/cdd/agent/VERSION")
-    if text:
-        found.append(("opt/cdd/agent/VERSION", text.strip()))
+    texts: list[tuple[str, str | None]] = [
+        ("opt/cdd/collector/VERSION", _read(root, "opt/cdd/collector/VERSION")),
+        ("cdd_agent/__init__.py", _read(root, "opt/cdd/agent/lib/cdd_agent/__init__.py")),
+        ("opt/cdd/agent/VERSION", _read(root, "opt/cdd/agent/VERSION")),
+    ]
     binary = _p(root, "usr/local/bin/cdd-edge")
     if os.access(binary, os.X_OK):
         try:
             out = subprocess.run(
                 [binary, "--version"], capture_output=True, text=True, timeout=10, check=True
-            ).stdout.strip()
+            ).stdout
         except (OSError, subprocess.SubprocessError):
             out = ""
-        m = re.fullmatch(r"cdd-edge (\d+\.\d+\.\d+)", out)
-        if m:
-            found.append(("cdd-edge --version", m.group(1)))
+        texts.append(("cdd-edge --version", out))
     link = _p(root, "opt/cdd-edge/current")
     if os.path.islink(link):
-        found.append(("opt/cdd-edge/current", os.path.basename(os.readlink(link).rstrip("/"))))
+        texts.append(("opt/cdd-edge/current", os.readlink(link)))
+    found: list[tuple[str, str]] = []
+    for where, text in texts:
+        release = marker_release(where, text) if text else None
+        if release is not None:
+            found.append((where, release))
     return found
 
 

@@ -15,11 +15,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.queue import QueueStats
+from edge.status import AgentStatus, write_status
 from harness import QuestDB
+from tests.fleet import legacy_module
 from tests.fleet.legacy_fixtures import Expected, build_appliance
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_BIN = Path(sys.executable).parent
+INSTALL_BUNDLE = REPO / "roles" / "derrick_install" / "files" / "install-bundle.sh"
+
+
+def ansible(
+    tool: str, *args: str, env: dict[str, str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``ansible-playbook``, ``ansible-inventory`` ... as a technician would, from
+    ``ansible/`` with its ``ansible.cfg``."""
+    return subprocess.run(
+        [str(ANSIBLE_BIN / tool), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO / "ansible", check=False,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible" / "ansible.cfg"),
+             "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **(env or {})},
+    )  # fmt: skip
 
 
 @dataclass
@@ -39,8 +56,39 @@ class Site:
         )
         if anomaly == "unreachable":  # nothing listens on port 9 of the loopback
             self.host_vars[host] = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1",
-                                    "ansible_port": 9, "ansible_ssh_timeout": 3}  # fmt: skip
+                                    "ansible_port": 9, "ansible_ssh_timeout": 3,
+                                    "ansible_ssh_retries": 0}  # fmt: skip
         return host
+
+    def mark_converged(self, host: str, release: str = "0.1.0") -> None:
+        """Leave ``host`` as a committed convergence leaves it: the release bundle installed
+        (``install-bundle.sh``, dev bundle), the agent TOML migrated from its legacy
+        configuration, ``state=committed``, and the status file a running, born agent writes
+        (``edge.status``; this process stands in for the agent's pid, so health says OK)."""
+        root = self.root(host)
+        bundle = f"dev:{sys.executable}:{REPO}"
+        subprocess.run(["sh", str(INSTALL_BUNDLE), str(root), release, bundle],
+                       check=True, capture_output=True)  # fmt: skip
+        legacy = legacy_module.load()
+        facts = legacy.detect(str(root))
+        agent = {"mqtt_servers": [{"host": "127.0.0.1", "port": 1883}]}
+        toml = legacy.agent_toml(facts["config"], str(root), facts["version"], agent)
+        (root / legacy.AGENT_CONFIG).parent.mkdir(parents=True, exist_ok=True)
+        # the status below must stay fresh for the whole test
+        (root / legacy.AGENT_CONFIG).write_text(toml + "\n[health]\nmax_status_age_s = 3600\n")
+        state = {"state": "committed", "version": facts["version"], "committed_at": time.time()}
+        (root / legacy.STATE_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (root / legacy.STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
+        now_ms = time.time_ns() // 1_000_000
+        queue = QueueStats(batches=0, samples=0, oldest_created_ms=None, oldest_batch=None,
+                           newest_batch=None, acked_batch=0, used_bytes=0,
+                           max_bytes=150_000_000, evicted_samples=0)  # fmt: skip
+        write_status(
+            root / legacy.QUEUE_FILE,
+            AgentStatus(pid=os.getpid(), appliance=host, version=release, updated_ms=now_ms,
+                        live=True, connected_since_ms=now_ms, last_ack_ms=now_ms,
+                        mode="normal", queue=queue),
+        )  # fmt: skip
 
     def inventory(self, mqtt_port: int, **extra: Any) -> Path:
         hosts = {
@@ -78,14 +126,10 @@ class Site:
         timeout: int = 600,
         env_extra: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible" / "ansible.cfg"),
-               "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **(env_extra or {})}  # fmt: skip
-        done = subprocess.run(
-            [str(ANSIBLE_BIN / "ansible-playbook"), "-i", str(inventory),
-             str(REPO / "ansible" / playbook), *args],
-            capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO / "ansible",
-            check=False,
-        )  # fmt: skip
+        path = str(REPO / "ansible" / playbook)
+        done = ansible(
+            "ansible-playbook", "-i", str(inventory), path, *args, timeout=timeout, env=env_extra
+        )
         (self.base / "last-play.log").write_text(done.stdout + done.stderr)
         return done
 
