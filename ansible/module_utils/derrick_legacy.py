@@ -69,6 +69,8 @@ AGENT_PATHS = (
 )  # fmt: skip
 STATE_FILE = "var/lib/derrick/state.json"
 AGENT_CONFIG = "etc/derrick/agent.toml"
+#: The agent's MQTT password (0600, written by the role from the vault; never in the TOML).
+MQTT_PASSWORD_FILE = "etc/derrick/mqtt-password"  # noqa: S105 (a path)
 SOURCES_FILE = "etc/derrick/legacy-sources.json"
 HANDOFF_FILE = "var/lib/derrick/handoff.jsonl"
 QUEUE_FILE = "var/lib/derrick/queue.db"
@@ -476,6 +478,12 @@ def agent_toml(plan: dict[str, Any], root: str, version: str, agent: dict[str, A
         f"servers = [{servers}]",
         f"primary_host_id = {_q(agent.get('primary_host_id', 'derrick'))}",
         f"wait_for_primary_host = {str(agent.get('wait_for_primary_host', True)).lower()}",
+        *([f"username = {_q(agent['mqtt_username'])}"] if agent.get("mqtt_username") else []),
+        *(
+            [f"password_file = {_q(_p(root, MQTT_PASSWORD_FILE))}"]
+            if str(agent.get("mqtt_password_set", False)).lower() == "true"
+            else []
+        ),
         "",
         "[queue]",
         f"path = {_q(_p(root, QUEUE_FILE))}",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.config import load_config
 from tests.fleet.legacy_fixtures import (
     ANOMALIES,
     BACKUP_DIR,
@@ -114,3 +115,27 @@ def test_generator_covers_every_anomaly() -> None:
     assert set(ANOMALIES) == {"no-marker", "aborted-upgrade", "invalid-config", "disk-full",
                               "unreachable"}  # fmt: skip
     assert json.dumps(sorted(VERSIONS))
+
+
+@pytest.mark.parametrize("login", [False, True])
+def test_agent_toml_is_a_valid_agent_configuration(tmp_path: Path, login: bool) -> None:
+    """The TOML the migration writes loads with the agent's own schema; with a login, the
+    username and the password file (never the password) are in it."""
+    build_appliance(tmp_path, "s017-a042", "v3.1", seed=3, now_s=NOW)
+    plan = legacy.detect(str(tmp_path))["config"]
+    agent = {"mqtt_servers": [{"host": "127.0.0.1", "port": 18830}],
+             "publish": {"interval_ms": 500}, "mqtt_username": "s017-a042" if login else "",
+             "mqtt_password_set": login}  # fmt: skip
+    text = legacy.agent_toml(plan, str(tmp_path), "v3.1", agent)
+    path = tmp_path / legacy.AGENT_CONFIG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    cfg = load_config(path)
+    assert (cfg.node.site, cfg.node.appliance) == ("s017", "s017-a042")
+    assert [(s.host, s.port) for s in cfg.mqtt.servers] == [("127.0.0.1", 18830)]
+    assert [s.tag for s in cfg.devices[0].sensors] == [s["tag"] for s in plan["sensors"]]
+    if login:
+        assert cfg.mqtt.username == "s017-a042"
+        assert cfg.mqtt.password_file == tmp_path / legacy.MQTT_PASSWORD_FILE
+    else:
+        assert cfg.mqtt.username is None and cfg.mqtt.password_file is None

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from api import broker_auth
+from api.broker_auth import IssuedPassword
 from harness import Mosquitto, QuestDB
 from harness.process import ManagedProcess
 from tests.fleet.legacy_fixtures import tree_digest
@@ -37,12 +39,45 @@ def links() -> Iterator[list[NetnsLink]]:
         yield made
 
 
+APPLIANCES = [f"s017-a{n:03d}" for n in range(1, len(VERSIONS) + 1)]
+
+
+def _secret(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
 @pytest.fixture
-def mosquitto(tmp_path: Path, links: list[NetnsLink]) -> Iterator[Mosquitto]:
-    """The test's broker, also on the veth addresses the namespaces reach (overrides the
-    loopback-only fixture of tests/conftest.py; ``ingest`` uses it)."""
+def mqtt_logins() -> dict[str, IssuedPassword]:
+    """One MQTT login per appliance (as the registry issues them) and the ingest's."""
+    return {name: broker_auth.issue_for(name) for name in [*APPLIANCES, "ingest"]}
+
+
+@pytest.fixture
+def ingest_login(tmp_path: Path, mqtt_logins: dict[str, IssuedPassword]) -> tuple[str, Path]:
+    return "ingest", _secret(tmp_path / "auth" / "ingest.pw", mqtt_logins["ingest"].password)
+
+
+@pytest.fixture
+def mosquitto(
+    tmp_path: Path, links: list[NetnsLink], mqtt_logins: dict[str, IssuedPassword]
+) -> Iterator[Mosquitto]:
+    """The test's broker as a site's is: no anonymous client, each appliance confined to its
+    own topics; also on the veth addresses the namespaces reach (overrides the loopback-only
+    fixture of tests/conftest.py; ``ingest`` uses it)."""
+    auth = tmp_path / "auth"
+    creds = [mqtt_logins[a].credential for a in APPLIANCES]
     broker = Mosquitto(
-        tmp_path / "mosquitto", extra_bind_addresses=[link.host_address for link in links]
+        tmp_path / "mosquitto",
+        insecure_allow_anonymous=False,
+        password_file=_secret(
+            auth / "site.passwd",
+            broker_auth.mosquitto_password_file(creds, [mqtt_logins["ingest"].credential]),
+        ),
+        acl_file=_secret(auth / "site.acl", broker_auth.mosquitto_acl_file(APPLIANCES, ["ingest"])),
+        extra_bind_addresses=[link.host_address for link in links],
     )
     with broker:
         yield broker
@@ -95,10 +130,12 @@ def test_appliances_converge_over_ssh_with_host_key_checking(
     sshds: list[NamespacedSshd],
     client_key: tuple[Path, str],
     control_dir: Path,
+    mqtt_logins: dict[str, IssuedPassword],
 ) -> None:
     _, table = ingest
     site = Site(tmp_path / "site")
     hosts = [site.add(n + 1, version, seed=n + 11) for n, version in enumerate(VERSIONS)]
+    assert hosts == APPLIANCES
     known_hosts = tmp_path / "ssh" / "known_hosts"
     known_hosts.write_text("".join(f"{sshd.known_hosts_line()}\n" for sshd in sshds))
     for host, link in zip(hosts, links, strict=True):
@@ -110,6 +147,9 @@ def test_appliances_converge_over_ssh_with_host_key_checking(
             "ansible_ssh_private_key_file": str(client_key[0]),
             "ansible_ssh_common_args": ssh_args(known_hosts, control_dir / "ok"),
             "derrick_migrate_mqtt_servers": [{"host": link.host_address, "port": mosquitto.port}],
+            # as the inventories do (vault_derrick_mqtt_password from the vault)
+            "derrick_mqtt_username": host,
+            "derrick_mqtt_password": mqtt_logins[host].password,
         }
     inventory = site.inventory(mosquitto.port)
     before = tree_digest(site.root(hosts[0]))
@@ -151,6 +191,14 @@ def test_appliances_converge_over_ssh_with_host_key_checking(
             assert all(fingerprint(client_key[0]) in line for line in logins), logins
             agent = int((site.root(host) / "run/derrick-edge.pid").read_text())
             assert agent in link.pids(), (host, agent, link.pids())
+            # its own login: the password only in a 0600 file, never in the TOML or the output
+            password = site.root(host) / "etc/derrick/mqtt-password"
+            assert password.read_text().strip() == mqtt_logins[host].password
+            assert password.stat().st_mode & 0o777 == 0o600
+            toml = (site.root(host) / "etc/derrick/agent.toml").read_text()
+            assert f'username = "{host}"' in toml and f'password_file = "{password}"' in toml
+            assert mqtt_logins[host].password not in toml
+            assert mqtt_logins[host].password not in done.stdout + done.stderr
         wait_backlogs_stored(site, questdb, table, hosts)
     finally:
         site.stop_agents()
