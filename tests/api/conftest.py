@@ -3,19 +3,16 @@
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
-import uvicorn
 from psycopg import sql
 
 from api import migrate
 from harness import Postgres, QuestDB
-from harness.ports import allocate_port
+from harness.asgi import serve_in_thread
 
 from . import world as w
 
@@ -47,17 +44,5 @@ def world(_postgres_server: Postgres, _questdb_server: QuestDB) -> Iterator[w.Wo
 @pytest.fixture(scope="module")
 def served(world: w.World, _questdb_server: QuestDB) -> Iterator[str]:
     """The app under uvicorn on a free port, in a thread (for out-of-process clients)."""
-    port = allocate_port()
-    config = uvicorn.Config(
-        w.make_app(world, _questdb_server), host="127.0.0.1", port=port, log_config=None
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="api-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(15)
+    with serve_in_thread(w.make_app(world, _questdb_server)) as url:
+        yield url

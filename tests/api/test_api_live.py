@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import json
 import statistics
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from api.live import LiveFeed
 from harness import Mosquitto, QuestDB
+from harness.asgi import serve_in_thread
 from harness.derrick import EdgeSpec, SimulatedDevice, edge_process
-from harness.ports import allocate_port
 
 from . import world as w
 
@@ -30,18 +28,9 @@ SAMPLES = 30
 @pytest.fixture
 def live_api(world: w.World, _questdb_server: QuestDB, mosquitto: Mosquitto) -> Iterator[str]:
     feed = LiveFeed("127.0.0.1", mosquitto.port, client_id="api-live-test")
-    port = allocate_port()
     app = w.make_app(world, _questdb_server, live=feed)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, name="api-uvicorn-live", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not (server.started and feed.connected.is_set()):
-        assert time.monotonic() < deadline and thread.is_alive(), "API did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(15)
+    with serve_in_thread(app, name="api-uvicorn-live", ready=feed.connected.is_set) as url:
+        yield url
 
 
 def test_hot_values_reach_an_sse_client_within_a_second(

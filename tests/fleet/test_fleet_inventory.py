@@ -11,8 +11,6 @@ import importlib.util
 import json
 import shutil
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import uvicorn
 from psycopg_pool import AsyncConnectionPool
 
 from api import keys, registry
@@ -29,7 +26,7 @@ from api.access import Access
 from api.app import Services, create_app
 from api.readings import Reader
 from core.tables import TableSet
-from harness.ports import allocate_port
+from harness.asgi import serve_in_thread
 from tests.api.conftest import registry_dsn  # noqa: F401 - the fixture, reused
 from tests.fleet.legacy_fixtures import tree_digest
 from tests.fleet.site import REPO, Site, ansible, recap
@@ -214,19 +211,8 @@ def registry_api(registry_dsn: str) -> Iterator[RegistryApi]:  # noqa: F811
     )
     unused: AsyncConnectionPool[Any] = AsyncConnectionPool("host=127.0.0.1 port=9", open=False)
     app = create_app(Services(Access(pg), Reader(unused, TableSet(""), "kpi"), pools=[pg]))
-    port = allocate_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, name="api-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield RegistryApi(f"http://127.0.0.1:{port}", key)
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    with serve_in_thread(app) as url:
+        yield RegistryApi(url, key)
 
 
 def test_api_source_builds_the_sites_from_the_registry(
