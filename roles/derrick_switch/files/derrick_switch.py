@@ -4,11 +4,15 @@ Runs on the release bundle's Python, next to ``derrick_legacy.py`` (installed to
 ``/opt/derrick/libexec``), and needs no controller once started, so a controller that loses
 the appliance mid-switch still leaves it safe:
 
-- ``trial``: stop and disable the legacy service, start the agent, write ``state=trial`` with
-  a deadline and start a detached watchdog;
-- ``gate``: exit 0 when ``derrick-edge health`` says healthy and everything queued before the
-  switch (the imported legacy backlog) has been acknowledged, else 1 with the reasons;
-- ``commit``: the controller confirms (``state=committed``); the watchdog then exits;
+- ``trial [--settings JSON]``: write the switch settings when given (one step fewer for the
+  controller), stop and disable the legacy service, start the agent, write ``state=trial``
+  with a deadline and start a detached watchdog;
+- ``gate [--commit]``: exit 0 when ``derrick-edge health`` says healthy and everything queued
+  before the switch (the imported legacy backlog) has been acknowledged, else 1 with the
+  reasons; with ``--commit`` a passing gate commits at once (the controller's confirmation,
+  without a second health check in a second process);
+- ``commit``: the controller confirms (``state=committed``) after its own health check; the
+  watchdog then exits;
 - ``rollback``: stop the agent, keep what its queue still holds unacknowledged (a copy of the
   queue next to the backup, reported: nothing the agent read is lost), restore the legacy
   installation and data byte for byte from the backup, remove the new release, start the
@@ -121,18 +125,30 @@ def _agent(root: str, settings: dict[str, Any], action: str) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def trial(root: str, timeout_s: float) -> dict[str, Any]:
+def write_settings(root: str, settings: dict[str, Any]) -> bool:
+    """Write ``switch.json`` unless it already says the same -> whether it changed."""
+    for key in ("manager", "legacy_service", "agent_command"):
+        if key not in settings:
+            raise SystemExit(f"--settings: {key!r} missing")
+    if _load(root, SETTINGS) == settings:
+        return False
+    _save(root, SETTINGS, settings)
+    return True
+
+
+def trial(root: str, timeout_s: float, new_settings: dict[str, Any] | None) -> dict[str, Any]:
+    wrote = new_settings is not None and write_settings(root, new_settings)
     settings = _load(root, SETTINGS)
     state = legacy.agent_state(root)
     if settings is None or state is None:
         raise SystemExit("not staged: run the migration first")
     if state["state"] == "committed":
-        return {"changed": False, "state": "committed", "msg": "already committed"}
+        return {"changed": wrote, "state": "committed", "msg": "already committed"}
     if state["state"] == "trial":
         if settings["manager"] == "process" and _agent_pid(root) is None:
             _agent(root, settings, "start")
             return {"changed": True, "state": "trial", "msg": "agent restarted"}
-        return {"changed": False, "state": "trial", "msg": "trial running"}
+        return {"changed": wrote, "state": "trial", "msg": "trial running"}
     _legacy_service(settings, "stop")
     state.update(state="trial", trial_started_ms=int(time.time() * 1000),
                  deadline=time.time() + timeout_s)  # fmt: skip
@@ -164,15 +180,16 @@ def gate(root: str) -> tuple[bool, list[str]]:
     return True, reasons
 
 
-def commit(root: str) -> dict[str, Any]:
+def commit(root: str, gate_passed: bool = False) -> dict[str, Any]:
     state = legacy.agent_state(root)
     if state is None or state["state"] not in ("trial", "committed"):
         raise SystemExit(f"nothing to commit (state {state and state['state']})")
     if state["state"] == "committed":
         return {"changed": False, "state": "committed", "msg": "already committed"}
-    ok, reasons = gate(root)
-    if not ok:
-        raise SystemExit("refusing to commit an unhealthy agent: " + "; ".join(reasons))
+    if not gate_passed:
+        ok, reasons = gate(root)
+        if not ok:
+            raise SystemExit("refusing to commit an unhealthy agent: " + "; ".join(reasons))
     settings = _load(root, SETTINGS) or {}
     if settings.get("manager") != "process":
         _agent(root, settings, "enable")
@@ -243,18 +260,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="derrick-switch")
     parser.add_argument("--root", default="/")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("trial").add_argument("--timeout", type=float, default=900)
-    for name in ("gate", "commit", "watchdog"):
+    trial_cmd = sub.add_parser("trial")
+    trial_cmd.add_argument("--timeout", type=float, default=900)
+    trial_cmd.add_argument("--settings", type=json.loads, default=None,
+                           help="switch.json content to write first (JSON)")  # fmt: skip
+    sub.add_parser("gate").add_argument("--commit", action="store_true")
+    for name in ("commit", "watchdog"):
         sub.add_parser(name)
     sub.add_parser("rollback").add_argument("--reason", default="requested")
     args = parser.parse_args()
     root = os.path.abspath(args.root)
     if args.command == "gate":
         ok, reasons = gate(root)
-        print(json.dumps({"healthy": ok, "reasons": reasons}))
+        result = {"changed": False, "healthy": ok, "reasons": reasons}
+        if ok and args.commit:
+            result.update(commit(root, gate_passed=True), healthy=True, reasons=reasons)
+        print(json.dumps(result))
         return 0 if ok else 1
     if args.command == "trial":
-        result = trial(root, args.timeout)
+        result = trial(root, args.timeout, args.settings)
     elif args.command == "commit":
         result = commit(root)
     elif args.command == "rollback":
