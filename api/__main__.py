@@ -182,6 +182,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--site", help="the site a site_gateway account serves")
     sub.add_parser("broker-files").add_argument("directory", type=Path)
+    s = sub.add_parser(
+        "registry-export", help="sites and appliances as the fleet inventory's JSON export"
+    )
+    s.add_argument("out", type=Path)
+    s.add_argument("--site", action="append", default=[], help="only this site (repeatable)")
     s = sub.add_parser("report", help="render a site's monthly compliance report (PDF + CSV)")
     s.add_argument("--site", required=True)
     s.add_argument("--month", help="YYYY-MM (UTC); default: the previous month")
@@ -246,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
                 with _registry_conn(args) as conn:
                     for name, path in registry.write_broker_files(conn, args.directory).items():
                         print(f"{name}: {path}")
+            case "registry-export":
+                with _registry_conn(args) as conn:
+                    count = registry.write_export(conn, args.out, args.site)
+                print(f"{args.out}: {count} appliance(s)")
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

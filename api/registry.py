@@ -333,3 +333,63 @@ def appliance_states(conn: psycopg.Connection, appliances: Sequence[str]) -> dic
         "SELECT id, state FROM appliances WHERE id = ANY(%s)", (list(appliances),)
     ).fetchall()
     return {str(a): str(s) for a, s in rows}
+
+
+class ExportSite(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    timezone: str
+
+
+class ExportAppliance(msgspec.Struct, frozen=True):
+    id: str
+    site: str
+    state: str
+
+
+class RegistryExport(msgspec.Struct, frozen=True):
+    """What the fleet's inventory plugin reads with ``source: file`` (version 1)."""
+
+    version: int
+    sites: list[ExportSite]
+    appliances: list[ExportAppliance]
+
+
+def export(conn: psycopg.Connection, sites: Sequence[str] = ()) -> RegistryExport:
+    """Sites and their appliances (retired ones included: the plugin leaves them out and the
+    census still names them), for technicians' inventories without access to the API;
+    ``sites`` limits it (unknown ids: :class:`NotFoundError`)."""
+    for site in sites:
+        try:
+            check_site_id(site)
+        except IdError as exc:
+            raise RegistryError(str(exc)) from None
+    where, params = ("WHERE id = ANY(%s)", (list(sites),)) if sites else ("", ())
+    found = conn.execute(
+        f"SELECT id, name, timezone FROM sites {where} ORDER BY id", params
+    ).fetchall()
+    missing = sorted(set(sites) - {row[0] for row in found})
+    if missing:
+        raise NotFoundError(f"no such site: {', '.join(missing)}")
+    ids = [str(row[0]) for row in found]
+    apps = conn.execute(
+        "SELECT id, site_id, state FROM appliances WHERE site_id = ANY(%s) ORDER BY id", (ids,)
+    ).fetchall()
+    return RegistryExport(
+        version=1,
+        sites=[ExportSite(str(i), str(n), str(tz)) for i, n, tz in found],
+        appliances=[ExportAppliance(str(i), str(s), str(st)) for i, s, st in apps],
+    )
+
+
+def write_export(conn: psycopg.Connection, target: Path, sites: Sequence[str] = ()) -> int:
+    """Write :func:`export` as JSON to ``target`` atomically -> the number of appliances."""
+    doc = export(conn, sites)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(msgspec.json.format(msgspec.json.encode(doc), indent=1) + b"\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+    return len(doc.appliances)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -186,6 +188,7 @@ def test_export_checks_name_the_entry(doc: str, message: str) -> None:
 class RegistryApi:
     url: str
     key: str
+    dsn: str
 
 
 @pytest.fixture
@@ -212,7 +215,7 @@ def registry_api(registry_dsn: str) -> Iterator[RegistryApi]:  # noqa: F811
     unused: AsyncConnectionPool[Any] = AsyncConnectionPool("host=127.0.0.1 port=9", open=False)
     app = create_app(Services(Access(pg), Reader(unused, TableSet(""), "kpi"), pools=[pg]))
     with serve_in_thread(app) as url:
-        yield RegistryApi(url, key)
+        yield RegistryApi(url, key, registry_dsn)
 
 
 def test_api_source_builds_the_sites_from_the_registry(
@@ -256,6 +259,48 @@ def test_api_source_builds_the_sites_from_the_registry(
     assert refused.returncode != 0
     assert f"{registry_api.url}/v1/sites: the API refused the key (401)" in refused.stderr
     assert "x" * 43 not in refused.stdout + refused.stderr
+
+
+def test_registry_export_command_feeds_the_file_source(
+    tmp_path: Path, registry_api: RegistryApi
+) -> None:
+    """``python -m api registry-export`` (for a technician without access to the API) writes
+    the export the file source reads: the same inventory as the API source gives."""
+    env = {**os.environ, "DERRICK_PG_DSN": registry_api.dsn}
+    out = tmp_path / "registry-export.json"
+
+    def export_cmd(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "api", "registry-export", *args],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+                              check=False)  # fmt: skip
+
+    done = export_cmd(str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{out}: 4 appliance(s)"
+    inventory = tmp_path / "staging"
+    inventory.mkdir()
+    (inventory / "registry.derrick_registry.yml").write_text(
+        f"plugin: derrick_registry\nenvironment: staging\nsource: file\nexport_path: {out}\n"
+    )
+    listed = tmp_path / "inventory.json"
+    run = ansible("ansible-inventory", "-i", str(inventory), "--list", "--output", str(listed))
+    assert run.returncode == 0, run.stderr
+    inv = inventory_json(listed.read_text())
+    assert set(inv["s017"]["hosts"]) == {"s017-a001", "s017-a002"}  # a003 is retired
+    assert set(inv["staging"]["hosts"]) == {"s017-a001", "s017-a002", "s018-a001"}
+    assert set(inv["state_discovered"]["hosts"]) == {"s017-a002"}
+
+    only = tmp_path / "s018.json"
+    assert export_cmd(str(only), "--site", "s018").returncode == 0
+    doc = json.loads(only.read_text())
+    assert [a["id"] for a in doc["appliances"]] == ["s018-a001"]
+    assert [s["id"] for s in doc["sites"]] == ["s018"]
+
+    for bad, message in (("s999", "no such site: s999"), ("s01x';--", "site id")):
+        refused = export_cmd(str(tmp_path / "bad.json"), "--site", bad)
+        assert refused.returncode == 1
+        assert message in refused.stderr, refused.stderr
+    assert not (tmp_path / "bad.json").exists()
 
 
 # -- the census -------------------------------------------------------------------------------
