@@ -66,6 +66,8 @@ SERVICES = {
 AGENT_PATHS = (
     "etc/derrick", "var/lib/derrick", "opt/derrick", "var/log/derrick", "run/derrick-edge.pid",
     "etc/systemd/system/derrick-edge.service", "etc/init.d/derrick-edge",
+    "etc/systemd/system/derrick-switch-watchdog.service", "etc/init.d/derrick-switch-watchdog",
+    "run/derrick-switch-watchdog.pid",
 )  # fmt: skip
 STATE_FILE = "var/lib/derrick/state.json"
 AGENT_CONFIG = "etc/derrick/agent.toml"
