@@ -165,6 +165,13 @@ def stored_rows(questdb: QuestDB, table: str, node: str) -> list[tuple[int, str,
     return [(t, m, v) for t, m, v in result["dataset"]]
 
 
+def births(questdb: QuestDB, table: str, host: str) -> set[str]:
+    """The metrics ``host`` declared in its births (the ingest's metric catalogue)."""
+    catalogue = table.replace("telemetry_raw", "metric_catalogue")
+    result = questdb.exec_sql(f"SELECT DISTINCT metric FROM {catalogue} WHERE node = '{host}'")
+    return {m for (m,) in result["dataset"]}
+
+
 def wait_backlogs_stored(
     site: Site, questdb: QuestDB, table: str, hosts: list[str], timeout: float = 90.0
 ) -> None:

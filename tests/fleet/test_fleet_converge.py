@@ -26,7 +26,7 @@ from harness import Mosquitto, QuestDB
 from harness.ports import allocate_port
 from harness.process import ManagedProcess
 from tests.fleet.legacy_fixtures import ANOMALIES, BACKUP_DIR, VERSIONS, tree_digest
-from tests.fleet.site import ANSIBLE_BIN, REPO, Site, recap, wait_backlogs_stored
+from tests.fleet.site import ANSIBLE_BIN, REPO, Site, births, recap, wait_backlogs_stored
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -84,6 +84,9 @@ def test_site_converges_anomalies_untouched_check_mode_and_rerun_change_nothing(
                     assert exp.anomaly in report["anomalies"], report
                 assert tree_digest(site.root(host)) == before[host], host
         wait_backlogs_stored(site, questdb, table, converging)
+        for host in converging:  # each agent was born (NBIRTH) with its legacy sensors
+            tags = {r.tag for r in site.appliances[host].unsent}
+            assert tags <= births(questdb, table, host), host
 
         second = site.play(inventory)
         assert second.returncode == 0, second.stdout[-6000:]
