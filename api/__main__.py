@@ -78,7 +78,13 @@ def _serve(path: Path, log_format: LogFormat) -> None:
     reader = Reader(qdb, TableSet(cfg.questdb.table_prefix), cfg.questdb.kpi_group)
     vendor_key = config.secret_file(cfg.vendor.pseudonym_key_file) if cfg.vendor else None
     app = create_app(
-        Services(Access(pg), reader, pools=[pg, qdb], live=live, vendor_key=vendor_key),
+        Services(
+            Access(pg, cfg.registry.cache_s),
+            reader,
+            pools=[pg, qdb],
+            live=live,
+            vendor_key=vendor_key,
+        ),
         metrics=cfg.metrics is not None,
         log_format=log_format,
     )

@@ -3,11 +3,20 @@
 Visibility never tells "does not exist" from "not yours": both are ``None`` here and 404 at
 the edge. Ops see every site; customers their tenant's sites; vendors the sites shared with
 their tenant.
+
+Answers are cached for ``cache_s`` seconds (5 by default; 0 turns it off): a key's principal
+(under the SHA-256 of the whole presented key, so another secret with the same key id is
+looked up again and refused) and what a tenant may see of a site or an appliance. Without it
+each request cost two PostgreSQL round trips before its own query (docs/benchmarks.md, API).
+The price: a revoked key, a disabled user or a changed share takes effect within ``cache_s``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, TypeVar
 
 import msgspec
 from psycopg_pool import AsyncConnectionPool
@@ -39,9 +48,43 @@ WHERE (%(role)s = 'ops'
 """  # parenthesised: callers append "AND ..."
 
 
+T = TypeVar("T")
+
+
+class _TtlCache:
+    """Answers for ``ttl_s`` seconds, at most ``size`` of them (expired ones purged first)."""
+
+    def __init__(self, ttl_s: float, size: int = 20_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.ttl_s, self.size, self.clock = ttl_s, size, clock
+        self._items: dict[Hashable, tuple[float, Any]] = {}
+
+    async def get(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
+        if self.ttl_s <= 0:
+            return await load()
+        now = self.clock()
+        hit = self._items.get(key)
+        if hit is not None and hit[0] > now:
+            value: T = hit[1]
+            return value
+        value = await load()
+        if len(self._items) >= self.size:
+            self._items = {k: v for k, v in self._items.items() if v[0] > now}
+            if len(self._items) >= self.size:
+                self._items.clear()
+        self._items[key] = (now + self.ttl_s, value)
+        return value
+
+
 class Access:
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        cache_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._pool = pool
+        self._cache = _TtlCache(cache_s, clock=clock)
 
     @property
     def pool(self) -> AsyncConnectionPool[Any]:
@@ -52,6 +95,10 @@ class Access:
         key_id = keys.parse_key_id(presented)
         if key_id is None:
             return None
+        digest = hashlib.sha256(presented.encode()).digest()
+        return await self._cache.get(("key", digest), lambda: self._authenticate(key_id, presented))
+
+    async def _authenticate(self, key_id: str, presented: str) -> Principal | None:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT k.secret_sha256, u.id, u.tenant_id, u.role, k.rate_per_s, k.burst, "
@@ -85,6 +132,11 @@ class Access:
             return rows
 
     async def site(self, who: Principal, site: str) -> tuple[Any, ...] | None:
+        return await self._cache.get(
+            ("site", who.role, who.tenant, site), lambda: self._site(who, site)
+        )
+
+    async def _site(self, who: Principal, site: str) -> tuple[Any, ...] | None:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 _VISIBLE_SITES + " AND s.id = %(site)s", self._params(who, site=site)
@@ -104,6 +156,11 @@ class Access:
 
     async def appliance(self, who: Principal, appliance: str) -> tuple[Any, ...] | None:
         """(id, site, state, timezone) of a visible appliance, else None."""
+        return await self._cache.get(
+            ("appliance", who.role, who.tenant, appliance), lambda: self._appliance(who, appliance)
+        )
+
+    async def _appliance(self, who: Principal, appliance: str) -> tuple[Any, ...] | None:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT a.id, a.site_id, a.state, v.timezone FROM appliances a "

@@ -53,6 +53,9 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class RegistryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     dsn_env: EnvName = "DERRICK_PG_DSN"
     pool_max: Annotated[int, Meta(ge=1, le=100)] = 8
+    #: Seconds a key's principal and a tenant's visibility answers are reused (0: never): a
+    #: revoked key or a withdrawn share takes effect within this time.
+    cache_s: Annotated[float, Meta(ge=0, le=60)] = 5.0
 
 
 class QuestDBReadConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
