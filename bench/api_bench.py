@@ -501,18 +501,20 @@ def run(args: argparse.Namespace) -> Result:
                 warmup = min(2.0, args.seconds / 3)
                 for ep in eps:
                     step(f"{ep.name}: API")
-                    api0, qdb0 = cpu_s(api.pid), cpu_s(qdb.pid)
+                    api0, qdb0, me0 = cpu_s(api.pid), cpu_s(qdb.pid), cpu_s(os.getpid())
                     via_api = asyncio.run(
                         through_api(url, key, ep, args.clients, args.seconds, warmup)
                     )
                     with_cpu(via_api, api.pid, api0, "api_cpu_ms_per_request")
                     with_cpu(via_api, qdb.pid, qdb0, "questdb_cpu_ms_per_request")
+                    with_cpu(via_api, os.getpid(), me0, "client_cpu_ms_per_request")
                     step(f"{ep.name}: QuestDB alone")
-                    qdb0 = cpu_s(qdb.pid)
+                    qdb0, me0 = cpu_s(qdb.pid), cpu_s(os.getpid())
                     alone = asyncio.run(
                         questdb_alone(qdb.pg_dsn, ep, args.clients, args.seconds, warmup)
                     )
                     with_cpu(alone, qdb.pid, qdb0, "questdb_cpu_ms_per_request")
+                    with_cpu(alone, os.getpid(), me0, "client_cpu_ms_per_request")
                     results.append(
                         {
                             "what": ep.name,
@@ -552,11 +554,13 @@ def print_table(r: Mapping[str, Any]) -> None:
         f"KPI rows; loaded in {load['load_s']:.1f} s ({load['load_rows_per_s']:,.0f} rows/s), "
         f"views ready at {load['views_ready_s']:.1f} s; {load['questdb_db_gib']:.2f} GiB on disk"
     )
-    print(f"{r['clients']} concurrent clients, {r['seconds']} s per endpoint and path; CPU ms: "
-          "API process per request / QuestDB per request when queried alone")  # fmt: skip
+    print(f"{r['clients']} concurrent clients, {r['seconds']} s per endpoint and path; CPU ms "
+          "per request: API process / QuestDB / the clients (this process), through the API;"
+          " QuestDB / clients when queried alone")  # fmt: skip
     print(
         f"{'endpoint':<32} {'rows':>5} {'requests':>9} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}"
-        f" {'QDB p50':>7} {'QDB p99':>7} {'QDB r/s':>7} {'CPU ms':>11}"
+        f" {'QDB p50':>7} {'QDB p99':>7} {'QDB r/s':>7} {'CPU ms via API':>17}"
+        f" {'CPU ms alone':>11}"
         f"  target p99 <= {TARGET_P99_MS:.0f} ms"
     )
     for e in r["endpoints"]:
@@ -566,7 +570,10 @@ def print_table(r: Mapping[str, Any]) -> None:
             f"{e['what']:<32} {a['rows_per_response']:>5} {a['requests']:>9,} {fmt(a['per_s']):>7}"
             f" {fmt(a['p50_ms']):>7} {fmt(a['p99_ms']):>7} {fmt(q['p50_ms']):>7}"
             f" {fmt(q['p99_ms']):>7} {fmt(q['per_s']):>7}"
-            f" {fmt(a.get('api_cpu_ms_per_request')):>5}/{fmt(qcpu):>5}"
+            f" {fmt(a.get('api_cpu_ms_per_request')):>5}/"
+            f"{fmt(a.get('questdb_cpu_ms_per_request')):>5}/"
+            f"{fmt(a.get('client_cpu_ms_per_request')):>5}"
+            f" {fmt(qcpu):>5}/{fmt(q.get('client_cpu_ms_per_request')):>5}"
             f"  {'met' if e['meets_target'] else 'MISSED'}"
             + (f" ({a['errors']} errors)" if a["errors"] else "")
         )
