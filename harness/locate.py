@@ -18,6 +18,7 @@ from harness.errors import ToolNotFoundError
 
 _HARNESS_DIR = Path(__file__).resolve().parent
 QUESTDB_LOCK = _HARNESS_DIR / "questdb.lock"
+S3PROXY_LOCK = _HARNESS_DIR / "s3proxy.lock"
 _BOOTSTRAP_HINT = "run ./derrick bootstrap"
 
 
@@ -57,13 +58,28 @@ def _existing(path: str | Path, what: str, variable: str) -> Path:
     return candidate
 
 
-def questdb_pin() -> tuple[str, str]:
-    """The pinned QuestDB ``(version, sha256)`` from ``harness/questdb.lock``."""
-    values = _read_key_values(QUESTDB_LOCK)
+def _pin(lock: Path) -> tuple[str, str]:
+    values = _read_key_values(lock)
     try:
         return values["version"], values["sha256"]
     except KeyError as exc:
-        raise ToolNotFoundError(f"{QUESTDB_LOCK} lacks {exc.args[0]}=") from exc
+        raise ToolNotFoundError(f"{lock} lacks {exc.args[0]}=") from exc
+
+
+def questdb_pin() -> tuple[str, str]:
+    """The pinned QuestDB ``(version, sha256)`` from ``harness/questdb.lock``."""
+    return _pin(QUESTDB_LOCK)
+
+
+def s3proxy_jar() -> Path:
+    """The pinned S3Proxy jar (``DERRICK_S3PROXY_JAR``, else the bootstrap cache)."""
+    if configured := _setting("DERRICK_S3PROXY_JAR"):
+        return _existing(configured, "S3Proxy jar", "DERRICK_S3PROXY_JAR")
+    version, _ = _pin(S3PROXY_LOCK)
+    jar = cache_dir() / "s3proxy" / f"s3proxy-{version}-jar-with-dependencies.jar"
+    if not jar.is_file():
+        raise ToolNotFoundError(f"S3Proxy {version} jar not found at {jar} ({_BOOTSTRAP_HINT})")
+    return jar
 
 
 def mosquitto_binary() -> Path:

@@ -138,31 +138,39 @@ fi
 [[ -n "$JAVA_BIN" ]] || die "no Java >= 17 found: install openjdk-17-jre-headless or set DERRICK_JAVA"
 log "java: $JAVA_BIN (Java $(java_major "$JAVA_BIN"))"
 
-# ---------------------------------------------------------------- QuestDB jar
-lock_value() { sed -n "s/^$1=//p" "$QUESTDB_LOCK" | head -n1; }
-QDB_VERSION="$(lock_value version)"
-QDB_SHA256="$(lock_value sha256)"
-[[ -n "$QDB_VERSION" && -n "$QDB_SHA256" ]] || die "$QUESTDB_LOCK must hold version= and sha256= lines"
-QDB_JAR="$DERRICK_CACHE/questdb/questdb-$QDB_VERSION.jar"
-QDB_URL="https://repo1.maven.org/maven2/org/questdb/questdb/$QDB_VERSION/questdb-$QDB_VERSION.jar"
-
+# ---------------------------------------------------------------- pinned jars (Maven Central)
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
-if [[ -f "$QDB_JAR" && "$(sha_of "$QDB_JAR")" == "$QDB_SHA256" ]]; then
-    log "questdb $QDB_VERSION: already present ($QDB_JAR)"
-else
-    [[ -f "$QDB_JAR" ]] && log "questdb $QDB_VERSION: cached jar has a wrong checksum, downloading again"
-    mkdir -p "$(dirname "$QDB_JAR")"
-    tmp="$(mktemp "$QDB_JAR.part.XXXXXX")"
-    trap 'rm -f "$tmp"' EXIT
-    log "questdb $QDB_VERSION: downloading $QDB_URL"
-    curl -fsSL --retry 3 --retry-delay 2 -o "$tmp" "$QDB_URL" || die "download of $QDB_URL failed"
-    got="$(sha_of "$tmp")"
-    [[ "$got" == "$QDB_SHA256" ]] || die "questdb jar checksum mismatch: expected $QDB_SHA256, got $got"
-    chmod 0644 "$tmp"
-    mv -f "$tmp" "$QDB_JAR"
+# fetch_jar LOCK GROUP_PATH ARTIFACT SUFFIX: the jar pinned by LOCK (version=, sha256=) into
+# $DERRICK_CACHE/ARTIFACT/, checked; sets FETCHED_JAR.
+fetch_jar() {
+    local lock=$1 group_path=$2 artifact=$3 suffix=$4 version sha url got
+    version="$(sed -n "s/^version=//p" "$lock" | head -n1)"
+    sha="$(sed -n "s/^sha256=//p" "$lock" | head -n1)"
+    [[ -n "$version" && -n "$sha" ]] || die "$lock must hold version= and sha256= lines"
+    FETCHED_JAR="$DERRICK_CACHE/$artifact/$artifact-$version$suffix.jar"
+    url="https://repo1.maven.org/maven2/$group_path/$artifact/$version/$artifact-$version$suffix.jar"
+    if [[ -f "$FETCHED_JAR" && "$(sha_of "$FETCHED_JAR")" == "$sha" ]]; then
+        log "$artifact $version: already present ($FETCHED_JAR)"
+        return 0
+    fi
+    [[ -f "$FETCHED_JAR" ]] && log "$artifact $version: cached jar has a wrong checksum, downloading again"
+    mkdir -p "$(dirname "$FETCHED_JAR")"
+    FETCH_TMP="$(mktemp "$FETCHED_JAR.part.XXXXXX")"
+    trap 'rm -f "$FETCH_TMP"' EXIT
+    log "$artifact $version: downloading $url"
+    curl -fsSL --retry 3 --retry-delay 2 -o "$FETCH_TMP" "$url" || die "download of $url failed"
+    got="$(sha_of "$FETCH_TMP")"
+    [[ "$got" == "$sha" ]] || die "$artifact jar checksum mismatch: expected $sha, got $got"
+    chmod 0644 "$FETCH_TMP"
+    mv -f "$FETCH_TMP" "$FETCHED_JAR"
     trap - EXIT
-    log "questdb $QDB_VERSION: installed ($QDB_JAR)"
-fi
+    log "$artifact $version: installed ($FETCHED_JAR)"
+}
+fetch_jar "$QUESTDB_LOCK" org/questdb questdb ""
+QDB_JAR=$FETCHED_JAR
+# S3Proxy: the S3-compatible server the cold path's s3:// archive is tested against.
+fetch_jar "$REPO_ROOT/harness/s3proxy.lock" org/gaul s3proxy "-jar-with-dependencies"
+S3PROXY_JAR=$FETCHED_JAR
 
 # ---------------------------------------------------------------- Python + uv + .venv
 PYTHON_BIN=""
@@ -226,6 +234,7 @@ cat >"$tmp_env" <<EOF
 # Written by scripts/bootstrap.sh; read by harness/locate.py (environment variables win).
 DERRICK_JAVA=$JAVA_BIN
 DERRICK_QUESTDB_JAR=$QDB_JAR
+DERRICK_S3PROXY_JAR=$S3PROXY_JAR
 DERRICK_MOSQUITTO=$MOSQUITTO_BIN
 DERRICK_PG_BINDIR=$PG_BINDIR
 EOF

@@ -153,8 +153,20 @@ class World:
             time.sleep(0.2)
         raise AssertionError(f"WAL of {table} not applied")
 
-    def config(self, tmp: Path, archive: Path, audit: Path | None = None) -> Path:
+    def config(
+        self,
+        tmp: Path,
+        archive: Path,
+        audit: Path | None = None,
+        *,
+        s3: tuple[str, str] | None = None,
+    ) -> Path:
+        """The cold job's configuration; ``s3`` = (``s3://bucket/prefix``, endpoint) archives
+        there instead of the local directory ``archive`` (whose name still names the file)."""
         path = tmp / f"cold-{archive.name}.toml"
+        where = [f'parquet_uri = "{archive}"'] if s3 is None else [
+            f'parquet_uri = "{s3[0]}"', f's3_endpoint = "{s3[1]}"', 's3_region = "us-east-1"'
+        ]  # fmt: skip
         path.write_text(
             "\n".join(
                 [
@@ -162,7 +174,7 @@ class World:
                     f'table_prefix = "{self.prefix}"',
                     "[archive]",
                     f'audit_directory = "{audit or tmp / "audit"}"',
-                    f'parquet_uri = "{archive}"',
+                    *where,
                     "[nightly]",
                     f'state_directory = "{tmp / ("state-" + archive.name)}"',
                     "recheck_days = 1",
