@@ -19,7 +19,6 @@ from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import Parameter
 
 from api.access import Principal
-from core.cold_tables import ColdTables
 
 
 class NodeCompleteness(msgspec.Struct, frozen=True):
@@ -50,15 +49,9 @@ async def site_completeness(
     day = day or (svc.now().astimezone(dt.UTC).date() - dt.timedelta(days=1))
     if not 2000 <= day.year <= 2200:
         raise ValidationException("day must lie between 2000 and 2200")
-    table = ColdTables(svc.reader.tables.prefix).completeness.name
     start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-    sql = (
-        "SELECT node, expected, received, ratio, alarm_minutes, gap_list, gap_minutes, "
-        f"longest_gap_minutes, late FROM {table} "
-        "WHERE site = %(site)s AND day = %(day)s ORDER BY node"
-    )
     try:
-        rows = await svc.reader._rows(sql, {"site": site_id, "day": start})
+        rows = await svc.reader.completeness(site_id, start)
     except psycopg.errors.DatabaseError as exc:
         if "does not exist" in str(exc):
             return []  # the nightly job has never run

@@ -24,6 +24,7 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from core import queries
+from core.cold_tables import ColdTables
 from core.tables import TableSet
 
 Period = Literal["day", "week", "month"]
@@ -149,6 +150,12 @@ class Reader:
             cur = await conn.execute(sql.encode(), params)
             rows: list[tuple[Any, ...]] = await cur.fetchall()
             return rows
+
+    async def completeness(self, site: str, day: dt.datetime) -> list[tuple[Any, ...]]:
+        """The nightly job's completeness rows of ``site`` for the UTC day starting at
+        ``day`` (``core.queries.completeness_of_site``)."""
+        sql = queries.completeness_of_site(ColdTables(self.tables.prefix))
+        return await self._rows(sql, {"site": site, "day": day})
 
     async def daily_of_site(
         self, site: str, start: dt.datetime, end: dt.datetime

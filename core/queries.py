@@ -12,6 +12,7 @@ not seen since then is not "current".
 
 from __future__ import annotations
 
+from core.cold_tables import ColdTables
 from core.tables import ROLLUP_COLUMNS, MaterializedView, TableSet
 
 
@@ -207,4 +208,16 @@ def site_hours_with_data(tables: TableSet) -> str:
         f"SELECT {ts}, node, device, metric, count() hours FROM {v.name} "
         f"WHERE site = %(site)s AND {ts} >= %(start)s AND {ts} < %(end)s "
         f"SAMPLE BY 1d ORDER BY node, device, metric, {ts}"
+    )
+
+
+def completeness_of_site(tables: ColdTables) -> str:
+    """One UTC day of the nightly per-node completeness report of one site. Parameters:
+    ``site``, ``day`` (the day's start, UTC). Columns: ``node, expected, received, ratio,
+    alarm_minutes, gap_list, gap_minutes, longest_gap_minutes, late``; ordered by node."""
+    t = tables.completeness
+    return (
+        "SELECT node, expected, received, ratio, alarm_minutes, gap_list, gap_minutes, "
+        f"longest_gap_minutes, late FROM {t.name} "
+        f"WHERE site = %(site)s AND {t.timestamp} = %(day)s ORDER BY node"
     )
