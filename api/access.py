@@ -1,8 +1,9 @@
 """Who is calling and what they may see: API key lookup and tenant visibility (async).
 
 Visibility never tells "does not exist" from "not yours": both are ``None`` here and 404 at
-the edge. Ops see every site; customers their tenant's sites; vendors the sites shared with
-their tenant.
+the edge. Ops see every site; customers their tenant's sites; vendors none: what is shared
+with a vendor reaches it only through the pseudonymised datasets (``api.vendor_routes``,
+which read ``site_shares`` themselves), never as site ids, names or unshared metrics.
 
 Answers are cached for ``cache_s`` seconds (5 by default; 0 turns it off): a key's principal
 (under the SHA-256 of the whole presented key, so another secret with the same key id is
@@ -42,10 +43,8 @@ class Principal(msgspec.Struct, frozen=True):
 _VISIBLE_SITES = """
 SELECT s.id, s.name, s.timezone, s.tenant_id FROM sites s
 WHERE (%(role)s = 'ops'
-   OR (%(role)s IN ('customer_viewer', 'customer_admin') AND s.tenant_id = %(tenant)s)
-   OR (%(role)s = 'vendor' AND EXISTS (
-        SELECT 1 FROM site_shares sh WHERE sh.site_id = s.id AND sh.vendor_tenant_id = %(tenant)s)))
-"""  # parenthesised: callers append "AND ..."
+   OR (%(role)s IN ('customer_viewer', 'customer_admin') AND s.tenant_id = %(tenant)s))
+"""  # parenthesised: callers append "AND ..."; vendors see no site here (module docstring)
 
 
 T = TypeVar("T")

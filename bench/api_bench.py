@@ -468,16 +468,28 @@ def wait_http(url: str, proc: ManagedProcess, timeout: float = 60) -> None:
     _wait("API /health", up, timeout)
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key.strip(), value.strip()
+
+
 def run(args: argparse.Namespace) -> Result:
     size = SIZES[args.rows]
     if args.days is not None:
         size = size._replace(seconds=int(args.days * 86400))
-    report: Result = {"rows_mode": args.rows, "clients": args.clients, "seconds": args.seconds}
+    report: Result = {"rows_mode": args.rows, "clients": args.clients, "seconds": args.seconds,
+                      "questdb_settings": dict(args.questdb_setting)}  # fmt: skip
     report["load_average_start"] = list(os.getloadavg())
     base_parent = args.dir or Path(tempfile.gettempdir())
     base = Path(tempfile.mkdtemp(prefix="api-bench-", dir=base_parent))
     try:
-        with QuestDB(base / "questdb", heap="1g") as qdb, Postgres(base / "postgres") as pg:
+        settings = dict(args.questdb_setting)
+        with (
+            QuestDB(base / "questdb", heap="1g", settings=settings) as qdb,
+            Postgres(base / "postgres") as pg,
+        ):
             build = _dataset(qdb, "SELECT build()")[0][0]
             report["machine"] = machine(questdb=build)
             step(f"generating {size.appliances} x {len(ALL_TAGS)} sensors x {size.seconds:,} s")
@@ -589,6 +601,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, help="measured seconds per endpoint and path")
     parser.add_argument("--dir", type=Path, help="parent of the temporary data directory")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--questdb-setting", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+        help="a server.conf setting for the bench's QuestDB (repeatable), e.g. "
+        "shared.worker.nap.threshold=100",
+    )  # fmt: skip
     parser.add_argument("--save", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args()
     if args.seconds is None:

@@ -121,3 +121,32 @@ async def test_customers_get_403_and_bad_ranges_400(
             "/v1/vendor/datasets/daily", params=params, headers=auth(world, "vendor")
         )
         assert r.status_code == 400 and fragment in r.text, r.text
+
+
+async def test_a_vendor_key_learns_no_site_identity_or_unshared_metric_elsewhere(
+    client: AsyncTestClient[Litestar], world: w.World
+) -> None:
+    """Every GET route of the OpenAPI schema but the vendor datasets, called with the vendor
+    key on the site shared with it (s202) and its appliance: refused (403/404) or empty, and
+    no site id, site name, node id or unshared metric (WOB) in any answer."""
+    schema = (await client.get("/schema/openapi.json")).json()
+    ids = {"site_id": "s202", "appliance_id": "s202-a001", "alert_id": "1", "rule_id": "1",
+           "month": "2026-11"}  # fmt: skip
+    leaks = ("s202", "South pad", "WOB")
+    called = []
+    for path, ops in schema["paths"].items():
+        if "get" not in ops or path.startswith("/v1/vendor/") or not path.startswith("/v1/"):
+            continue
+        url = path
+        for name, value in ids.items():
+            url = url.replace("{" + name + "}", value)
+        assert "{" not in url, f"no test id for {path}"
+        params = {"metric": "WOB", "month": "2026-11", "day": "2026-11-20"}
+        r = await client.get(url, params=params, headers=auth(world, "vendor"))
+        called.append(path)
+        assert r.status_code in (200, 403, 404), (path, r.status_code, r.text[:200])
+        if r.status_code == 200:
+            assert r.json() in ([], {}), (path, r.text[:200])
+        for leak in leaks:
+            assert leak not in r.text, (path, leak, r.text[:200])
+    assert "/v1/sites/{site_id}/current" in called and "/v1/appliances/{appliance_id}" in called
