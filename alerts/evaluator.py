@@ -100,9 +100,11 @@ class AlertEvaluator:
                 self.applied += 1
 
     async def observe(self, sample: Sample) -> None:
-        self._newest = max(self._newest, sample.ts)
         async with self._lock:
             await self._apply(self.engine.observe(sample))
+            # only once its transitions are stored: the checkpoint (saved by the housekeeping
+            # task) must never pass a transition a crash would then lose
+            self._newest = max(self._newest, sample.ts)
 
     # -- catch-up from QuestDB -----------------------------------------------------------
 
