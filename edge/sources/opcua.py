@@ -214,7 +214,8 @@ class OpcUaSource:
             await self._watch(client, sub, handler, sink)
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), dev.request_timeout_s)
+                async with asyncio.timeout(min(dev.request_timeout_s, 5.0)):
+                    await client.disconnect()
 
     async def _watch(
         self, client: Client, sub: Subscription, handler: _Handler, sink: ReadingSink
@@ -223,8 +224,12 @@ class OpcUaSource:
         dev = self._device
         next_check = time.monotonic() + dev.watchdog_s
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the task's
+            # cancellation when the inner wait finishes at the same moment (the agent would
+            # then not stop on SIGTERM)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(handler.lost.wait(), 0.25)
+                async with asyncio.timeout(0.25):
+                    await handler.lost.wait()
             if handler.lost.is_set():
                 raise SourceUnavailable("subscription lost")
             wanted = self._sampling_ms(sink)
@@ -232,9 +237,8 @@ class OpcUaSource:
                 await self._modify(sub, wanted)
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + dev.watchdog_s
-                state = await asyncio.wait_for(
-                    client.nodes.server_state.read_value(), dev.request_timeout_s
-                )
+                async with asyncio.timeout(dev.request_timeout_s):
+                    state = await client.nodes.server_state.read_value()
                 if state != ua.ServerState.Running:
                     raise SourceUnavailable(f"server state {state!r}")
 
