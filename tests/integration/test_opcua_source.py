@@ -130,6 +130,7 @@ def test_server_values_arrive_with_source_timestamps_across_a_restart_and_alarm_
             rig.start()
             wait(lambda: serving(rig_dir) == 2, 120, "the OPC UA server again")
             wait(lambda: observer.counts["DBIRTH"] >= 2, 60, "DBIRTH after the server came back")
+            reborn_ms = time.time_ns() // 1_000_000  # just after the DBIRTH: subscribed again
             # The reconnected subscription asks for the current mode's (alarm) interval.
             wait(lambda: sampling_ms(rig_dir) == 100.0, 20, "alarm sampling after reconnect")
             time.sleep(3)
@@ -171,9 +172,11 @@ def test_server_values_arrive_with_source_timestamps_across_a_restart_and_alarm_
     assert rows and rows <= good, sorted(rows - good)[:5]
     assert not {(ts, m) for ts, m, _ in rows} & bad, "a bad-quality value was stored"
     first_ms = min(ts for ts, _, _ in rows)
-    after_restart = min(
-        ts for ts, _, _ in rows if ts > stopped_at_ms
-    )  # the first value of the second server
+    # The second server's values are owed from the first one stored after the restart. Owing
+    # them from the DBIRTH that followed the new subscription (reborn_ms) instead finds one
+    # sample set ~0.8 s after it missing (3 of 227 values, 3 runs of 3, 2026-12-06): not yet
+    # explained, recorded in docs/edge-sources.md; this check stays the weaker one until it is.
+    after_restart = min(ts for ts, _, _ in rows if ts > stopped_at_ms)
     # Completeness: all the server published while subscribed, except the last publishing
     # interval before it stopped (and what it published after the agent was stopped).
     expected = {
@@ -182,6 +185,9 @@ def test_server_values_arrive_with_source_timestamps_across_a_restart_and_alarm_
         if first_ms <= ts < stopped_at_ms - 1000 or after_restart <= ts < end_ms - 1500
     }
     missing = expected - rows
-    assert not missing, f"{len(missing)} of {len(expected)} missing, e.g. {sorted(missing)[:5]}"
+    assert not missing, (
+        f"{len(missing)} of {len(expected)} missing, e.g. {sorted(missing)[:5]}; server stopped"
+        f" at {stopped_at_ms}, DBIRTH again by {reborn_ms}, first row after {after_restart}"
+    )
     # Alarm mode really sampled faster: ~10 values/s per tag during it.
     assert len(expected) > 4 * (3 * 2 + 3 * 10)
