@@ -42,6 +42,7 @@ from ansible.module_utils.derrick_legacy import (
     file_sha256,
     handoff_text,
     sources_json,
+    write_atomic,
     write_backup,
 )
 
@@ -52,16 +53,6 @@ def _current(path: str) -> str:
             return f.read()
     except FileNotFoundError:
         return ""
-
-
-def _write(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def main() -> None:
@@ -106,11 +97,11 @@ def main() -> None:
         except LegacyError as exc:
             module.fail_json(msg=str(exc), anomaly=exc.code)
     for rel in changed:
-        _write(os.path.join(root, rel), files[rel])
+        write_atomic(os.path.join(root, rel), files[rel])
     new_state = {"state": "staged", "version": version, "backup": backup, "backup_sha256": sha,
                  "unsent": facts["unsent"], "service": facts["service"]}  # fmt: skip
     if state != new_state:
-        _write(os.path.join(root, STATE_FILE), json.dumps(new_state, indent=1) + "\n")
+        write_atomic(os.path.join(root, STATE_FILE), json.dumps(new_state, indent=1) + "\n")
     module.exit_json(
         changed=bool(changed) or state != new_state, diff=diff, version=version,
         unsent=facts["unsent"], written=changed,

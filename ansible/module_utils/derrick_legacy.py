@@ -550,6 +550,19 @@ def write_backup(root: str, version: str, backup_dir: str) -> tuple[str, str]:
     return final, file_sha256(final)
 
 
+def write_atomic(path: str, text: str, mode: int | None = None) -> None:
+    """Write ``text`` to ``path`` (parents created): a temporary file, fsync, rename."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    if mode is not None:
+        os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
 def file_sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

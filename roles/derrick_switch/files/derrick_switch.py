@@ -189,17 +189,6 @@ esac
 """
 
 
-def _write(path: str, text: str, mode: int) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
 def install_services(root: str, settings: dict[str, Any]) -> None:
     """The agent's and the watchdog's services, enabled and started (systemd or sysv)."""
     services = [
@@ -211,13 +200,13 @@ def install_services(root: str, settings: dict[str, Any]) -> None:
     if settings["manager"] == "systemd":
         for name, description, argv, restart, after in services:
             unit = systemd_unit(description, argv, restart, after)
-            _write(_path(root, f"{UNIT_DIR}/{name}.service"), unit, 0o644)
+            legacy.write_atomic(_path(root, f"{UNIT_DIR}/{name}.service"), unit, 0o644)
         _run(["systemctl", "daemon-reload"])
         _run(["systemctl", "enable", "--now", f"{AGENT}.service", f"{WATCHDOG}.service"])
         return
     for name, description, argv, _, _ in services:
         script = _path(root, f"{INIT_DIR}/{name}")
-        _write(script, sysv_script(name, description, argv, root), 0o755)
+        legacy.write_atomic(script, sysv_script(name, description, argv, root), 0o755)
         _run(["update-rc.d", name, "defaults"])
         _run([script, "start"])
 
