@@ -170,8 +170,9 @@ class CsvDevice(_DeviceBase, kw_only=True, frozen=True, tag="csv"):
     """Replays a drilling CSV (a header of sensor columns, one row per time step)."""
 
     path: Path
-    #: Column with each row's time (ISO 8601, or epoch seconds/milliseconds); without one
-    #: rows are ``row_interval_s`` apart, starting when the replay starts.
+    #: Column with each row's time (ISO 8601, or epoch seconds/milliseconds); it must be in
+    #: the header. ``""``: no time column, rows are ``row_interval_s`` apart, starting when
+    #: the replay starts.
     time_column: str | None = "time"
     row_interval_s: Annotated[float, Meta(gt=0)] = 1.0
     #: 1.0 replays in real time, 10.0 ten times faster; 0 as fast as the queue takes it.

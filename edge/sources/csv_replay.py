@@ -73,9 +73,18 @@ class CsvRows:
             missing = [c for c in columns.values() if c not in header]
             if missing:
                 raise CsvReplayError(f"{dev.path}: no column {', '.join(missing)}")
-            time_column = dev.time_column if dev.time_column in header else None
+            time_column = dev.time_column or None
+            if time_column is not None and time_column not in header:
+                raise CsvReplayError(
+                    f"{dev.path}: no time column {time_column!r} (header: {', '.join(header)});"
+                    ' set time_column to the right one, or time_column = "" to pace the rows'
+                    " from now"
+                )
             for row in reader:
-                ts = parse_time(row[time_column]) if time_column else None
+                try:
+                    ts = parse_time(row[time_column]) if time_column else None
+                except CsvReplayError as exc:
+                    raise CsvReplayError(f"{dev.path}, line {reader.line_num}: {exc}") from None
                 values: dict[str, float] = {}
                 for tag, column in columns.items():
                     try:

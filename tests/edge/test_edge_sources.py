@@ -16,7 +16,7 @@ from core.sparkplug.session import EdgeNodeSession, MetricDef
 from edge.config import ConfigError, CsvDevice, OpcUaDevice, SimulatorDevice, parse_config
 from edge.queue import PendingSample, StoreAndForwardQueue
 from edge.sources.base import Reading
-from edge.sources.csv_replay import CsvReplaySource, parse_time
+from edge.sources.csv_replay import CsvReplayError, CsvReplaySource, CsvRows, parse_time
 from edge.sources.opcua import reading_of
 from edge.sources.simulator import DrillingSimulator
 from ingest.pipeline import MessageProcessor
@@ -196,3 +196,29 @@ async def test_csv_replay_maps_columns_keeps_row_times_and_paces_faster_than_rea
         ("DEPTH", t0 + 1000, 8000.1), ("RPM", t0 + 1000, 121.0),
         ("DEPTH", t0 + 2000, 8000.2), ("WOB", t0 + 2000, 25.3),
     }  # fmt: skip
+
+
+async def test_csv_time_column_missing_or_unparsable_is_an_error_naming_file_and_line(
+    tmp_path: Path,
+) -> None:
+    """Seed 001's files call the column ``timestamp``: with the default ``time`` the replay
+    refuses (it used to stamp every row "now" silently); ``time_column = ""`` paces from now."""
+    path = tmp_path / "well.csv"
+    path.write_text("timestamp,WOB\n2023-11-14T22:13:20Z,25.1\nyesterday,25.2\n")
+
+    def device(extra: str) -> CsvDevice:
+        cfg = parse_config(
+            HEAD + f'[[devices]]\nid = "csv"\nsource = "csv"\npath = "{path}"\nspeed = 1000.0\n'
+            f'{extra}sensors = [{{tag = "WOB", unit = "klbf"}}]\n'
+        )
+        dev = cfg.devices[0]
+        assert isinstance(dev, CsvDevice)
+        return dev
+
+    with pytest.raises(CsvReplayError, match=r"well\.csv: no time column 'time' \(header: "
+                       r"timestamp, WOB\)"):  # fmt: skip
+        list(CsvRows(device("")))
+    with pytest.raises(CsvReplayError, match=r"well\.csv, line 3: time 'yesterday'"):
+        list(CsvRows(device('time_column = "timestamp"\n')))
+    rows = list(CsvRows(device('time_column = ""\n')))
+    assert rows == [(None, {"WOB": 25.1}), (None, {"WOB": 25.2})]
