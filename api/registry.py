@@ -309,7 +309,6 @@ def write_broker_files(conn: psycopg.Connection, directory: Path) -> dict[str, P
     """Write the broker files atomically (0600) into ``directory``; reload the broker after
     (Mosquitto: SIGHUP rereads ``password_file`` and ``acl_file``)."""
     files = broker_files(conn)
-    directory.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
     for name, text in (
         ("mosquitto.passwd", files.mosquitto_passwd),
@@ -317,15 +316,20 @@ def write_broker_files(conn: psycopg.Connection, directory: Path) -> dict[str, P
         ("emqx-users.json", files.emqx_users_json),
         ("emqx-acl.conf", files.emqx_acl_conf),
     ):
-        target = directory / name
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        out[name] = target
+        out[name] = _write_atomic(directory / name, text.encode())
     return out
+
+
+def _write_atomic(target: Path, data: bytes) -> Path:
+    """``data`` into ``target`` (0600, parents created): a temporary file, fsync, rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+    return target
 
 
 def appliance_states(conn: psycopg.Connection, appliances: Sequence[str]) -> dict[str, str]:
@@ -385,11 +389,5 @@ def export(conn: psycopg.Connection, sites: Sequence[str] = ()) -> RegistryExpor
 def write_export(conn: psycopg.Connection, target: Path, sites: Sequence[str] = ()) -> int:
     """Write :func:`export` as JSON to ``target`` atomically -> the number of appliances."""
     doc = export(conn, sites)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(msgspec.json.format(msgspec.json.encode(doc), indent=1) + b"\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
+    _write_atomic(target, msgspec.json.format(msgspec.json.encode(doc), indent=1) + b"\n")
     return len(doc.appliances)
