@@ -18,6 +18,9 @@ Restart without loss or duplicates:
   judged). The checkpoint is the newest sample time handled, saved every tick, and moved
   in the same transaction as every alert change to that change's sample time: a replay
   starts after the last transition written, so it never applies one twice;
+- the no-data clock of every appliance of a site with no-data rules starts from the newest
+  sample QuestDB holds for it (looked up once per site, within ``catchup_max_s``): a node
+  that fell silent before the evaluator started still opens its no-data alerts;
 - a node whose birth it missed (alias-only data) is asked for a rebirth (NCMD
   ``Node Control/Rebirth``, at most once per ``rebirth_interval_s`` per node).
 """
@@ -32,15 +35,16 @@ from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from alerts.config import AlertsConfig
 from alerts.store import AlertStore
 from core import conventions
-from core.alerting import AlertEngine, Sample, Transition
+from core.alerting import AlertEngine, NoData, Sample, Transition
 from core.ids import IdError, site_of
 from core.livestream import SUBSCRIPTIONS, LiveSampleReader
-from core.queries import live_samples_of_site
+from core.queries import last_seen_of_site, live_samples_of_site
 from core.sparkplug import (
     DataType,
     MessageType,
@@ -80,6 +84,7 @@ class AlertEvaluator:
         self._newest = 0  # newest sample time handled (ms)
         self._saved = 0
         self._rebirth_asked: dict[tuple[str, str], float] = {}
+        self._last_seen_known: set[str] = set()  # sites whose no-data clocks were seeded
         self.ready = asyncio.Event()  # subscribed and caught up
         # One writer at a time: a reload's snapshot of the open alerts must not be overtaken
         # by a transition the engine applies while the snapshot is read (it would revive a
@@ -93,6 +98,28 @@ class AlertEvaluator:
     async def reload(self) -> None:
         async with self._lock:
             self.engine.sync(await self._store.rules(), await self._store.open_scopes())
+        await self._seed_last_seen()
+
+    async def _seed_last_seen(self) -> None:
+        """Start the no-data clocks of the sites that gained no-data rules from QuestDB's
+        newest sample per appliance; a failed lookup is retried at the next reload."""
+        sites = {r.site for r in self.engine.rules if isinstance(r.condition, NoData)}
+        todo = sorted(sites - self._last_seen_known)
+        if not todo or self._questdb is None:
+            return
+        start = self._clock() - self._cfg.evaluator.catchup_max_s * 1000
+        day = _naive(start).replace(hour=0, minute=0, second=0, microsecond=0)
+        sql = last_seen_of_site(self._tables)
+        try:
+            async with self._questdb.connection() as conn:
+                for site in todo:
+                    cur = await conn.execute(sql, {"site": site, "since": day})
+                    for node, ts in await cur.fetchall():
+                        if ts is not None and _ms(ts) >= start:
+                            self.engine.seen(site, node, _ms(ts))
+                    self._last_seen_known.add(site)
+        except psycopg.Error as exc:
+            log.warning("alerts: last samples of %s not read from QuestDB: %s", todo, exc)
 
     async def _apply(self, transitions: list[Transition]) -> None:
         for t in transitions:
@@ -124,7 +151,7 @@ class AlertEvaluator:
             for site in [*sites, kpi]:
                 cur = await conn.execute(sql, {**params, "site": site})
                 for node, device, metric, value, ts in await cur.fetchall():
-                    ms = int(ts.replace(tzinfo=dt.UTC).timestamp() * 1000)
+                    ms = _ms(ts)
                     if site != kpi:
                         samples.append(Sample(site, node, device, metric, float(value), ms))
                         continue
@@ -227,6 +254,11 @@ class AlertEvaluator:
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
+
+
+def _ms(ts: dt.datetime) -> int:
+    """A naive UTC datetime from QuestDB's PGWire as epoch milliseconds."""
+    return int(ts.replace(tzinfo=dt.UTC).timestamp() * 1000)
 
 
 def _naive(ms: int) -> dt.datetime:

@@ -193,12 +193,17 @@ class AlertEngine:
             state = self._states[key] = _State()
         return state
 
+    def seen(self, site: str, appliance: str, ts: int) -> None:
+        """Record that the appliance had data at ``ts``, judging no rule: how an evaluator
+        started after a node fell silent learns, from storage, where its no-data clock is."""
+        key = (site, appliance)
+        self._seen[key] = max(self._seen.get(key, ts), ts)
+
     def observe(self, sample: Sample) -> list[Transition]:
         if not math.isfinite(sample.value):
             return []
         out: list[Transition] = []
-        seen_key = (sample.site, sample.appliance)
-        self._seen[seen_key] = max(self._seen.get(seen_key, sample.ts), sample.ts)
+        self.seen(sample.site, sample.appliance, sample.ts)
         for rule in self._rules.values():
             if not rule.matches(sample.site, sample.appliance, sample.metric):
                 continue

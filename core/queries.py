@@ -174,6 +174,17 @@ def live_samples_of_site(tables: TableSet) -> str:
     )
 
 
+def last_seen_of_site(tables: TableSet) -> str:
+    """When each node of one site last had a sample stored (any metric, live or replayed),
+    among the days from ``since``: where a restarted alert evaluator's no-data clocks start.
+    Parameters: ``site``, ``since``. Columns: ``node, last_ts``."""
+    v = tables.latest
+    return (
+        f"SELECT node, max(value_ts) last_ts FROM {v.name} "
+        f"WHERE site = %(site)s AND {v.timestamp} >= %(since)s GROUP BY node"
+    )
+
+
 def daily_of_site(tables: TableSet) -> str:
     """Daily (UTC) aggregates of every hot metric of one site in ``[start, end)``.
     Parameters: ``site``, ``start``, ``end``. Columns: ``ts, node, metric, avg, min, max,

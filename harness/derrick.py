@@ -252,6 +252,52 @@ def ingest_process(
     )
 
 
+def alerts_process(
+    base_dir: Path,
+    *,
+    mqtt_port: int,
+    registry_dsn: str,
+    questdb_dsn: str,
+    table_prefix: str = "",
+    extra: str = "",
+) -> ManagedProcess:
+    """The alert evaluator and notifier (``python -m alerts run``); the DSNs reach it through
+    the environment, the file only names the variables. ``extra``: more TOML (sections)."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+    config = base_dir / "alerts.toml"
+    config.write_text(
+        "\n".join(
+            [
+                "[mqtt]",
+                'host = "127.0.0.1"',
+                f"port = {mqtt_port}",
+                f"client_id = {_q(f'alerts-{base_dir.name}')}",
+                "",
+                "[registry]",
+                'dsn_env = "DERRICK_PG_DSN"',
+                "",
+                "[questdb]",
+                'dsn_env = "DERRICK_QUESTDB_PG"',
+                f"table_prefix = {_q(table_prefix)}",
+                "",
+                extra,
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    env = python_env()
+    env["DERRICK_PG_DSN"] = registry_dsn
+    env["DERRICK_QUESTDB_PG"] = questdb_dsn
+    return ManagedProcess(
+        f"alerts-{base_dir.name}",
+        [sys.executable, "-m", "alerts", "run", "--config", str(config)],
+        log_path=base_dir / "alerts.log",
+        env=env,
+        cwd=base_dir,
+    )
+
+
 def api_process(
     base_dir: Path,
     *,

@@ -3,9 +3,11 @@ Sparkplug edge node that the test drives by hand (exact values at exact times)."
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -15,9 +17,10 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from api import migrate, registry
-from core.sparkplug import DataType
+from core.sparkplug import DataType, decode_state
 from core.sparkplug.session import EdgeNodeSession, MetricDef
-from harness import Mosquitto, Postgres
+from harness import Mosquitto, Postgres, QuestDB
+from harness.derrick import ingest_process
 
 SITE, APPLIANCE = "s301", "s301-a001"
 METRICS = ("SPP", "ROP", "WOB", "RPM")
@@ -92,3 +95,34 @@ class HandNode:
 async def hand_node(mosquitto: Mosquitto) -> AsyncIterator[HandNode]:
     async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="hand-node") as client:
         yield HandNode(client)
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:8]}_"
+
+
+@pytest.fixture
+async def ingest(
+    tmp_path: Path, mosquitto: Mosquitto, questdb: QuestDB, prefix: str
+) -> AsyncIterator[None]:
+    """An ingest worker, online (its STATE says so) before the test's node is born."""
+    proc = ingest_process(
+        tmp_path / "ingest",
+        mqtt_port=mosquitto.port,
+        ilp_conf=questdb.ilp_conf,
+        pg_dsn=questdb.pg_dsn,
+        table_prefix=prefix,
+        extra="[kpi]\nfreshness_ms = 5000\n",
+    )
+    proc.start()
+    try:
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="state-watch") as c:
+            await c.subscribe("spBv1.0/STATE/derrick", qos=1)
+            async with asyncio.timeout(60):
+                async for message in c.messages:
+                    if decode_state(bytes(message.payload)).online:
+                        break
+        yield
+    finally:
+        proc.stop()

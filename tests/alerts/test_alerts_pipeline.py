@@ -10,9 +10,7 @@ import contextlib
 import datetime as dt
 import statistics
 import time
-import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -24,44 +22,12 @@ from psycopg_pool import AsyncConnectionPool
 from alerts.config import AlertsConfig, parse_config
 from alerts.evaluator import AlertEvaluator
 from alerts.store import AlertStore
-from core.sparkplug import decode_payload, decode_state
+from core.sparkplug import decode_payload
 from harness import Mosquitto, QuestDB
-from harness.derrick import ingest_process
 
 from .conftest import APPLIANCE, SITE, HandNode, now_ms
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.asyncio]
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:8]}_"
-
-
-@pytest.fixture
-async def ingest(
-    tmp_path: Path, mosquitto: Mosquitto, questdb: QuestDB, prefix: str
-) -> AsyncIterator[None]:
-    """An ingest worker, online (its STATE says so) before the test's node is born."""
-    proc = ingest_process(
-        tmp_path / "ingest",
-        mqtt_port=mosquitto.port,
-        ilp_conf=questdb.ilp_conf,
-        pg_dsn=questdb.pg_dsn,
-        table_prefix=prefix,
-        extra="[kpi]\nfreshness_ms = 5000\n",
-    )
-    proc.start()
-    try:
-        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="state-watch") as c:
-            await c.subscribe("spBv1.0/STATE/derrick", qos=1)
-            async with asyncio.timeout(60):
-                async for message in c.messages:
-                    if decode_state(bytes(message.payload)).online:
-                        break
-        yield
-    finally:
-        proc.stop()
 
 
 def config(mosquitto: Mosquitto, prefix: str) -> AlertsConfig:

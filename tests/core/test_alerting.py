@@ -103,6 +103,14 @@ def test_no_data_after_silence_and_on_node_death() -> None:
     assert engine.node_dead("s017", APP, 62_001) == []
 
 
+def test_no_data_clock_from_storage_judges_nothing_and_keeps_the_newest() -> None:
+    engine = AlertEngine([Rule(1, "s017", APP, None, NoData(after_s=30))])
+    engine.seen("s017", APP, 5000)  # what QuestDB says at a restart
+    engine.seen("s017", APP, 4000)  # an older answer does not move the clock back
+    assert engine.tick(34_999) == []
+    assert [t.reason for t in engine.tick(35_000)] == ["no data for 30 s"]
+
+
 def test_kpi_condition_must_hold_for_the_whole_duration() -> None:
     rule = Rule(1, "s017", None, "DrillingEfficiency", KpiCondition("below", 20, for_s=60))
     engine = AlertEngine([rule])
