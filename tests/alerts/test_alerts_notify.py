@@ -1,11 +1,18 @@
 """Notifications from the outbox: signed webhooks to a local HTTP server (retries with
-backoff, dead letter after N failures) and e-mail to a local SMTP server (aiosmtpd)."""
+backoff, dead letter after N failures) and e-mail to a local SMTP server (aiosmtpd).
+
+The signatures are checked as a receiver would, from the documented scheme (docs/alerts.md)
+with ``hmac``/``hashlib`` alone, not with ``alerts.notify``'s own helpers: a change of header
+names, signed string, hash or prefix fails here."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import http.server
 import itertools
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +25,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from alerts.config import NotifySettings, SmtpConfig
-from alerts.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, Notifier, backoff_s, verify
+from alerts.notify import Notifier, backoff_s
 from alerts.store import AlertStore
 from core.alerting import Transition
 from harness.ports import allocate_port
@@ -30,8 +37,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 SECRET_OK, SECRET_BROKEN = "s3cret-ok-" + "x" * 30, "s3cret-broken-" + "y" * 30
 
 
+def receiver_accepts(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """The documented receiver check: ``X-Derrick-Signature`` is ``v1=`` + hex
+    HMAC-SHA256(secret, ``<X-Derrick-Timestamp>.`` + body), compared in constant time."""
+    timestamp = headers["x-derrick-timestamp"]
+    signature = headers["x-derrick-signature"]
+    signed = timestamp.encode() + b"." + body
+    expected = "v1=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)
+
+
 class Hooks(http.server.ThreadingHTTPServer):
-    """Records every POST; ``/flaky`` fails twice then succeeds, ``/broken`` always fails."""
+    """Records every POST (header names lowercased); ``/flaky`` fails twice then succeeds,
+    ``/broken`` always fails."""
 
     def __init__(self, port: int) -> None:
         self.requests: list[tuple[str, float, dict[str, str], bytes]] = []
@@ -43,7 +61,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.requests.append((self.path, time.monotonic(), dict(self.headers), body))
+        headers = {name.lower(): value for name, value in self.headers.items()}  # case-blind
+        self.server.requests.append((self.path, time.monotonic(), headers, body))
         seen = sum(1 for r in self.server.requests if r[0] == self.path)
         ok = self.path == "/flaky" and seen >= 3
         self.send_response(200 if ok else 500)
@@ -159,14 +178,23 @@ async def test_signed_webhooks_retry_dead_letter_and_email(
     gaps = [b[1] - a[1] for a, b in itertools.pairwise(broken)]
     assert gaps[0] >= 0.05 and gaps[1] >= 0.1, gaps  # backoff doubles
     for _path, _, headers, body in flaky:
-        assert verify(SECRET_OK, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
-        assert not verify(SECRET_BROKEN, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
-        assert abs(int(headers[TIMESTAMP_HEADER]) - time.time()) < 60
-        assert headers["X-Derrick-Event"] == "alert.opened"
-    assert len({r[2]["X-Derrick-Delivery"] for r in flaky}) == 1  # same id on every retry
-    tampered = flaky[0][3].replace(b"3100", b"9999")
-    h = flaky[0][2]
-    assert not verify(SECRET_OK, h[TIMESTAMP_HEADER], tampered, h[SIGNATURE_HEADER])
+        assert re.fullmatch(r"v1=[0-9a-f]{64}", headers["x-derrick-signature"]), headers
+        assert re.fullmatch(r"[0-9]{10}", headers["x-derrick-timestamp"]), headers  # Unix s
+        assert receiver_accepts(SECRET_OK, headers, body)
+        assert not receiver_accepts(SECRET_BROKEN, headers, body)
+        assert abs(int(headers["x-derrick-timestamp"]) - time.time()) < 60
+        assert headers["x-derrick-event"] == "alert.opened"
+        assert headers["content-type"] == "application/json"
+    for _path, _, headers, body in broken:  # each target signs with its own secret
+        assert receiver_accepts(SECRET_BROKEN, headers, body)
+        assert not receiver_accepts(SECRET_OK, headers, body)
+    assert len({r[2]["x-derrick-delivery"] for r in flaky}) == 1  # same id on every retry
+    h, body = flaky[0][2], flaky[0][3]
+    tampered = body.replace(b"3100", b"9999")
+    assert tampered != body and not receiver_accepts(SECRET_OK, h, tampered)
+    # the timestamp is signed too: the same body and signature under another time is refused
+    replayed = {**h, "x-derrick-timestamp": str(int(h["x-derrick-timestamp"]) + 1)}
+    assert not receiver_accepts(SECRET_OK, replayed, body)
     sent = msgspec.json.decode(flaky[-1][3])
     assert (sent["alert_id"], sent["value"], sent["rule"]) == (alert, 3100.0, "pump pressure high")
 
