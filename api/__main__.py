@@ -11,6 +11,7 @@
     python -m api retire    APPLIANCE
     python -m api service-account NAME [--role R --site S] (prints the MQTT password once)
     python -m api broker-files DIR                   (Mosquitto passwd + ACL, EMQX exports)
+    python -m api report (--site S | --all-sites) --out DIR [--month YYYY-MM]
 
 Connection strings come from environment variables (named by ``--dsn-env``, default
 ``DERRICK_PG_DSN``), never from the command line.
@@ -24,7 +25,7 @@ import datetime as dt
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -34,6 +35,9 @@ from api.broker_auth import ServiceRole
 from api.errors import ApiError, NotFoundError
 from core.logformat import LOG_FORMATS, LogFormat, configure_logging
 from core.tables import TableSet
+
+if TYPE_CHECKING:
+    from api.reports import MonthlyReport
 
 log = logging.getLogger("api")
 
@@ -104,14 +108,15 @@ def previous_month(now: dt.datetime) -> str:
 
 def _report(args: argparse.Namespace) -> list[Path]:
     """Render a site's monthly report into ``--out``: ``<site>-<month>.pdf`` and the CSV
-    tables ``<site>-<month>-<table>.csv``, each written to a temporary name then renamed."""
+    tables ``<site>-<month>-<table>.csv``, each written to a temporary name then renamed.
+    With ``--all-sites``, every site of the registry, each into ``--out/<site>/``."""
     from psycopg import AsyncConnection  # noqa: PLC0415
 
-    from api import report_pdf, reports  # noqa: PLC0415
+    from api import reports  # noqa: PLC0415
 
     month = args.month or previous_month(dt.datetime.now(dt.UTC))
 
-    async def gather() -> reports.MonthlyReport:
+    async def gather() -> list[reports.MonthlyReport]:
         pg_dsn, q_dsn = (
             config.secret_from_env(args.dsn_env),
             config.secret_from_env(args.questdb_env),
@@ -120,32 +125,53 @@ def _report(args: argparse.Namespace) -> list[Path]:
             await AsyncConnection.connect(pg_dsn, autocommit=True) as pg,
             await AsyncConnection.connect(q_dsn, autocommit=True) as qdb,
         ):
-            cur = await pg.execute(
-                "SELECT id, name, timezone, tenant_id FROM sites WHERE id = %s", (args.site,)
-            )
-            site = await cur.fetchone()
-            if site is None:
+            if args.all_sites:
+                cur = await pg.execute(
+                    "SELECT id, name, timezone, tenant_id FROM sites ORDER BY id"
+                )
+            else:
+                cur = await pg.execute(
+                    "SELECT id, name, timezone, tenant_id FROM sites WHERE id = %s", (args.site,)
+                )
+            sites = await cur.fetchall()
+            if not sites and not args.all_sites:
                 raise NotFoundError(f"no site {args.site!r}")
+            tables, now = TableSet(args.table_prefix), dt.datetime.now(dt.UTC)
+            rendered = []
             try:
-                return await reports.gather(
-                    site, month, registry=pg, questdb=qdb, tables=TableSet(args.table_prefix),
-                    now=dt.datetime.now(dt.UTC),
-                )  # fmt: skip
+                for site in sites:
+                    rendered.append(
+                        await reports.gather(
+                            site, month, registry=pg, questdb=qdb, tables=tables, now=now
+                        )
+                    )
             except reports.ReportError as exc:
                 raise ApiError(str(exc)) from exc
+            return rendered
 
-    report = asyncio.run(gather())
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = f"{args.site}-{month}"
+    rendered = asyncio.run(gather())
+    written = []
+    for report in rendered:
+        written += _write_report(report, args.out / report.site if args.all_sites else args.out)
+    if args.all_sites:
+        log.info("reports %s: %d site(s) into %s", month, len(rendered), args.out)
+    return written
+
+
+def _write_report(report: MonthlyReport, out: Path) -> list[Path]:
+    from api import report_pdf, reports  # noqa: PLC0415
+
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"{report.site}-{report.month}"
     files = {f"{name}.pdf": report_pdf.render(report)}
     files |= {f"{name}-{t}.csv": to_csv(report) for t, to_csv in reports.CSV_TABLES.items()}
     written = []
     for filename, body in files.items():
-        tmp = args.out / f".{filename}.tmp"
+        tmp = out / f".{filename}.tmp"
         tmp.write_bytes(body)
-        tmp.replace(args.out / filename)
-        written.append(args.out / filename)
-    log.info("report %s %s: %d series, %d alerts", args.site, month, len(report.series()),
+        tmp.replace(out / filename)
+        written.append(out / filename)
+    log.info("report %s %s: %d series, %d alerts", report.site, report.month, len(report.series()),
              len(report.alerts))  # fmt: skip
     return written
 
@@ -194,7 +220,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("out", type=Path)
     s.add_argument("--site", action="append", default=[], help="only this site (repeatable)")
     s = sub.add_parser("report", help="render a site's monthly compliance report (PDF + CSV)")
-    s.add_argument("--site", required=True)
+    which = s.add_mutually_exclusive_group(required=True)
+    which.add_argument("--site")
+    which.add_argument(
+        "--all-sites", action="store_true", help="every site of the registry, into --out/<site>/"
+    )
     s.add_argument("--month", help="YYYY-MM (UTC); default: the previous month")
     s.add_argument("--out", type=Path, required=True, help="directory to write the files into")
     s.add_argument("--questdb-env", default="DERRICK_QUESTDB_PG")

@@ -519,6 +519,33 @@ async def test_cli_writes_the_same_files_as_the_api(
         assert (out / name).read_bytes() == want, name
 
 
+def test_cli_all_sites_renders_every_site_of_the_registry(
+    report_world: w.World, questdb: QuestDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--all-sites`` (the cloud role's timer): one directory per site of the registry, each
+    with the files ``--site`` writes, byte for byte."""
+    monkeypatch.setenv("DERRICK_PG_DSN", report_world.registry_dsn)
+    monkeypatch.setenv("DERRICK_QUESTDB_PG", questdb.pg_dsn)
+    common = ["--month", MONTH, "--table-prefix", report_world.tables.prefix]
+    every, one = tmp_path / "every", tmp_path / "one"
+    assert cli.main(["report", "--all-sites", "--out", str(every), *common]) == 0
+    assert cli.main(["report", "--site", "s301", "--out", str(one), *common]) == 0
+    assert sorted(p.name for p in every.iterdir()) == ["s301", "s302"]
+    for site in ("s301", "s302"):
+        assert sorted(p.name for p in (every / site).iterdir()) == [
+            f"{site}-{MONTH}-alerts.csv",
+            f"{site}-{MONTH}-daily.csv",
+            f"{site}-{MONTH}.pdf",
+        ]
+    for path in one.iterdir():
+        assert (every / "s301" / path.name).read_bytes() == path.read_bytes(), path.name
+    # s302 (another tenant) gets its own appliances' rows, none of s301's
+    rows = rows_of((every / "s302" / f"s302-{MONTH}-daily.csv").read_bytes())
+    assert rows and {r["appliance"] for r in rows} == {"s302-a001"}
+    with pytest.raises(SystemExit):  # one of the two is required, not both
+        cli._parser().parse_args(["report", "--site", "s301", "--all-sites", "--out", "x"])
+
+
 def test_cli_names_a_missing_site(
     report_world: w.World,
     questdb: QuestDB,
