@@ -13,16 +13,20 @@ One module-scoped lab, three playbook runs, all assertions sharing them:
 
 While the second run goes, the services are started as plain processes from what the
 converge rendered, exactly as their units say (``ExecStart``, ``EnvironmentFile``,
-``WorkingDirectory``): Mosquitto, QuestDB, ingest worker 1 and the API. Then the outcomes:
-the broker refuses a wrong password, the ingest worker is ready and stores a Sparkplug
-node's data in the converged QuestDB, the API answers ``/health`` and ``/ready`` (registry
-and QuestDB reachable with the rendered secrets). ansible-lint of the playbook and roles is
-not repeated here: ``./derrick test`` runs it before pytest (docs/cloud.md).
+``WorkingDirectory``): Mosquitto, QuestDB, ingest worker 1, the API and the alert evaluator.
+Then the outcomes: the broker refuses a wrong password, the ingest worker is ready and stores
+a Sparkplug node's data in the converged QuestDB, the API answers ``/health`` and ``/ready``
+(registry and QuestDB reachable with the rendered secrets), the alert evaluator subscribes,
+catches up from QuestDB and opens an alert for a node crossing a rule's threshold, and the
+report service, run once, renders the previous month of every site of the registry.
+ansible-lint of the playbook and roles is not repeated here: ``./derrick test`` runs it
+before pytest (docs/cloud.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import getpass
 import json
 import os
@@ -43,6 +47,8 @@ import aiomqtt
 import psycopg
 import pytest
 
+from api import registry
+from api.__main__ import previous_month
 from core.sparkplug import DataType
 from core.sparkplug.session import EdgeNodeSession, MetricDef
 from harness import Postgres, locate
@@ -54,11 +60,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(150
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
 PLAYBOOK = ANSIBLE_DIR / "cloud.yml"
-GROUPS = ("brokers", "questdb", "postgres", "ingest", "api", "grafana")
+GROUPS = ("brokers", "questdb", "postgres", "ingest", "api", "alerts", "grafana")
 RECAP = re.compile(
     r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
 )
 SITE, NODE, DEVICE = "s901", "s901-a001", "daq"
+# The node the alert test publishes (above the rule's threshold), apart from the ingest test's.
+ALERTING_NODE, THRESHOLD = "s901-a002", 45.0
 
 
 class _PlaybookRun:
@@ -105,6 +113,7 @@ class Lab:
     ports: dict[str, int]
     edge_password: str
     registry_database: str
+    registry_dsn: str
     postgres: Postgres
     first: subprocess.CompletedProcess[str]
     second: _PlaybookRun
@@ -152,16 +161,23 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
         for name in ("mqtt", "qdb_http", "qdb_http_min", "qdb_pg", "qdb_ilp", "api", "ingest_1")
     }
     mqtt_password, edge_password = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    alerts_password = secrets.token_urlsafe(18)
     passwd = base / "passwd"
     for n, (user, password) in enumerate(
-        (("derrick-ingest", mqtt_password), ("lab-edge", edge_password))
+        (
+            ("derrick-ingest", mqtt_password),
+            ("lab-edge", edge_password),
+            ("derrick-alerts", alerts_password),
+        )
     ):
         create = ["-c"] if n == 0 else []
         subprocess.run(["mosquitto_passwd", "-b", *create, str(passwd), user, password], check=True)
     acl = base / "acl"
     acl.write_text(
         "user derrick-ingest\ntopic readwrite spBv1.0/#\n\n"
-        f"user lab-edge\ntopic readwrite spBv1.0/{SITE}/#\n"
+        f"user lab-edge\ntopic readwrite spBv1.0/{SITE}/#\n\n"
+        # reads everything, publishes rebirth requests only
+        "user derrick-alerts\ntopic read spBv1.0/#\ntopic write spBv1.0/+/NCMD/#\n"
     )
     database = f"derrick_cloud_{uuid.uuid4().hex[:8]}"
     lab_secrets = {
@@ -169,10 +185,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
         "mqtt": mqtt_password,
         "grafana": secrets.token_urlsafe(12),
         "qdb_pg": secrets.token_urlsafe(12),
+        "alerts_mqtt": alerts_password,
+        # the notifier's SMTP login: rendered, never used (no e-mail target in the lab)
+        "smtp": secrets.token_urlsafe(12),
     }
     qdb_dsn = (
         f"host=127.0.0.1 port={ports['qdb_pg']} dbname=qdb user=admin"
         f" password={lab_secrets['qdb_pg']}"
+    )
+    registry_dsn = (
+        f"host={pg.host} port={pg.port} dbname={database} user={database}"
+        f" password={lab_secrets['registry']}"
     )
     common: dict[str, object] = {
         "ansible_connection": "local",
@@ -215,11 +238,16 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
         # Worker n serves its metrics on base + n: worker 1 (the one started) gets a free port.
         "cloud_ingest_metrics_port_base": ports["ingest_1"] - 1,
         "cloud_api_port": ports["api"],
-        "cloud_api_registry_dsn": (
-            f"host={pg.host} port={pg.port} dbname={database} user={database}"
-            f" password={lab_secrets['registry']}"
-        ),
+        "cloud_api_registry_dsn": registry_dsn,
         "cloud_api_questdb_dsn": qdb_dsn,
+        "cloud_alerts_mqtt_port": ports["mqtt"],
+        "cloud_alerts_mqtt_password": alerts_password,
+        "cloud_alerts_registry_dsn": registry_dsn,
+        "cloud_alerts_questdb_dsn": qdb_dsn,
+        "cloud_alerts_smtp_host": "127.0.0.1",
+        "cloud_alerts_smtp_sender": "alerts@lab.example",
+        "cloud_alerts_smtp_username": "derrick-alerts",
+        "cloud_alerts_smtp_password": lab_secrets["smtp"],
         "cloud_grafana_questdb_password": lab_secrets["grafana"],
     }
     inventory = base / "inventory.yml"
@@ -249,6 +277,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
             ports,
             edge_password,
             database,
+            registry_dsn,
             pg,
             first,
             second,
@@ -276,9 +305,16 @@ def _environment_file(path: Path) -> dict[str, str]:
     return pairs
 
 
-def _start_unit(lab: Lab, unit: str, name: str, instance: str = "") -> ManagedProcess:
-    """Start ``unit`` of the lab root as a plain process: its ExecStart (with ``%i`` set to
-    ``instance``), EnvironmentFile and WorkingDirectory, as systemd would."""
+@dataclass(frozen=True)
+class _Command:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path | None
+
+
+def _unit_command(lab: Lab, unit: str, instance: str = "") -> _Command:
+    """What systemd would run for ``unit`` of the lab root: its ExecStart (with ``%i`` set to
+    ``instance``), EnvironmentFile and WorkingDirectory."""
     text = (lab.root / "etc/systemd/system" / unit).read_text().replace("%i", instance)
     argv: list[str] = []
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QDB_", "DERRICK_"))}
@@ -294,7 +330,15 @@ def _start_unit(lab: Lab, unit: str, name: str, instance: str = "") -> ManagedPr
         elif key == "WorkingDirectory":
             cwd = Path(value)
     assert argv, f"{unit} has no ExecStart"
-    process = ManagedProcess(name, argv, log_path=lab.root / f"{name}.out", env=env, cwd=cwd)
+    return _Command(argv, env, cwd)
+
+
+def _start_unit(lab: Lab, unit: str, name: str, instance: str = "") -> ManagedProcess:
+    """Start ``unit`` of the lab root as a plain process, as systemd would."""
+    command = _unit_command(lab, unit, instance)
+    process = ManagedProcess(
+        name, command.argv, log_path=lab.root / f"{name}.out", env=command.env, cwd=command.cwd
+    )
     process.start()
     return process
 
@@ -331,7 +375,31 @@ def _questdb_answers(dsn: str) -> bool:
 @dataclass(frozen=True)
 class Services:
     mosquitto: ManagedProcess
+    alerts: ManagedProcess
     questdb_dsn: str
+
+
+def _seed_registry(dsn: str) -> None:
+    """Site s901 of a tenant, a threshold rule on its ROP, and a checkpoint of the evaluator
+    ten minutes ago (so that it catches up from QuestDB when it starts), as an operator and a
+    customer would have left them."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        registry.create_tenant(conn, "lab", "Lab customer")
+        registry.create_site(conn, SITE, "lab", "Lab pad")
+        conn.execute(
+            "INSERT INTO alert_rules (tenant_id, site_id, metric, name, severity, condition,"
+            " created_by) VALUES ('lab', %s, 'ROP', 'ROP high', 'warning', %s, 'lab')",
+            (SITE, json.dumps({"kind": "threshold", "op": "above", "value": THRESHOLD})),
+        )
+        conn.execute(
+            "INSERT INTO alert_evaluator_checkpoints (evaluator, sample_ts)"
+            " VALUES ('alerts-1', now() - interval '10 minutes')"
+        )
+
+
+def _logged(process: ManagedProcess, *lines: str) -> bool:
+    text = process.log_path.read_text() if process.log_path.exists() else ""
+    return all(line in text for line in lines)
 
 
 @pytest.fixture(scope="module")
@@ -355,9 +423,15 @@ def services(lab: Lab) -> Iterator[Services]:
         started.append(api)
         ingest_ready = f"http://127.0.0.1:{ports['ingest_1']}/ready"
         _wait(ingest, "/ready 200", lambda: _http_status(ingest_ready) == 200, 120)
+        # after the ingest created the QuestDB tables the evaluator's catch-up reads
+        _seed_registry(lab.registry_dsn)
+        alerts = _start_unit(lab, "derrick-alerts.service", "alerts")
+        started.append(alerts)
         api_health = f"http://127.0.0.1:{ports['api']}/health"
         _wait(api, "/health 200", lambda: _http_status(api_health) == 200, 120)
-        yield Services(mosquitto, dsn)
+        subscribed = f"alert evaluator subscribed at 127.0.0.1:{ports['mqtt']}"
+        _wait(alerts, subscribed, lambda: _logged(alerts, subscribed, "caught up:"), 120)
+        yield Services(mosquitto, alerts, dsn)
     finally:
         for process in reversed(started):
             process.stop(timeout=30)
@@ -371,6 +445,8 @@ def test_secret_files_are_private(lab: Lab) -> None:
         "etc/derrick/ingest.env",
         "etc/derrick/ingest-mqtt.password",
         "etc/derrick/api.env",
+        "etc/derrick/alerts.env",
+        "etc/derrick/report.env",
         "etc/questdb/questdb.env",
         "etc/grafana/derrick.env",
         "etc/mosquitto/derrick/passwd",
@@ -378,7 +454,17 @@ def test_secret_files_are_private(lab: Lab) -> None:
         path = lab.root / relative
         assert path.stat().st_mode & 0o777 == 0o600, relative
     assert (lab.root / "etc/derrick/ingest-mqtt.password").read_text() == lab.secrets["mqtt"]
-    for relative in ("etc/derrick/ingest-1.toml", "etc/derrick/api.toml"):
+    alerts_env = _environment_file(lab.root / "etc/derrick/alerts.env")
+    assert alerts_env["DERRICK_ALERTS_MQTT_PASSWORD"] == lab.secrets["alerts_mqtt"]
+    assert alerts_env["DERRICK_ALERTS_SMTP_PASSWORD"] == lab.secrets["smtp"]
+    # the reports get the two connection strings, not the evaluator's passwords
+    report_env = _environment_file(lab.root / "etc/derrick/report.env")
+    assert sorted(report_env) == ["DERRICK_PG_DSN", "DERRICK_QUESTDB_PG"]
+    for relative in (
+        "etc/derrick/ingest-1.toml",
+        "etc/derrick/api.toml",
+        "etc/derrick/alerts.toml",
+    ):
         text = (lab.root / relative).read_text()
         assert not any(value in text for value in lab.secrets.values()), relative
 
@@ -441,12 +527,15 @@ def test_units_are_enabled_and_verify(lab: Lab) -> None:
     wants = lab.root / "etc/systemd/system/multi-user.target.wants"
     enabled = sorted(p.name for p in wants.iterdir())
     assert enabled == [
+        "derrick-alerts.service",
         "derrick-api.service",
         "derrick-ingest@1.service",
         "derrick-ingest@2.service",
         "mosquitto.service",
         "questdb.service",
     ]
+    timers = lab.root / "etc/systemd/system/timers.target.wants"
+    assert sorted(p.name for p in timers.iterdir()) == ["derrick-report.timer"]
     units = lab.root / "etc/systemd/system"
     verified = ("mosquitto.service", "questdb.service", "derrick-api.service")
     result = subprocess.run(
@@ -456,6 +545,20 @@ def test_units_are_enabled_and_verify(lab: Lab) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    # The alerts role's units, as tests/fleet/test_fleet_services.py checks its own: a
+    # warning is a failure too.
+    ours = ("derrick-alerts.service", "derrick-report.service", "derrick-report.timer")
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *(str(units / unit) for unit in ours)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stderr.strip()) == (0, ""), result.stderr
+    timer = (units / "derrick-report.timer").read_text().splitlines()
+    assert {"OnCalendar=*-*-01 06:00:00 UTC", "Persistent=true"} <= set(timer)
+    report = (units / "derrick-report.service").read_text().splitlines()
+    assert "Type=oneshot" in report
 
 
 def test_registry_is_created_and_migrated(lab: Lab) -> None:
@@ -493,17 +596,19 @@ def test_broker_refuses_a_wrong_password(lab: Lab, services: Services) -> None:
     assert "derrick-ingest" in log  # the worker's connection, in the rendered log file
 
 
-async def _publish_node(port: int, password: str) -> list[tuple[int, float]]:
+async def _publish_node(
+    port: int, password: str, node: str = NODE, base: float = 40.0
+) -> list[tuple[int, float]]:
     now = time.time_ns() // 1_000_000
     session = EdgeNodeSession(
         group_id=SITE,
-        edge_node_id=NODE,
+        edge_node_id=node,
         metrics=[MetricDef(1, DEVICE, "ROP", DataType.Double, "ft/h", True)],
         clock=lambda: time.time_ns() // 1_000_000,
     )
-    samples = [(now - 3000 + k * 1000, 40.0 + k * 0.25) for k in range(3)]
+    samples = [(now - 3000 + k * 1000, base + k * 0.25) for k in range(3)]
     async with aiomqtt.Client(
-        "127.0.0.1", port, identifier=NODE, username="lab-edge", password=password
+        "127.0.0.1", port, identifier=node, username="lab-edge", password=password
     ) as client:
         session.will(0)
         for out in (session.nbirth({}), session.dbirth(DEVICE, {})):
@@ -534,6 +639,60 @@ def test_api_is_healthy_and_ready(lab: Lab, services: Services) -> None:
     assert _http_status(f"{api}/health") == 200
     # ready = the registry and QuestDB answer with the connection strings from api.env
     assert _http_status(f"{api}/ready") == 200
+
+
+def test_alert_evaluator_opens_an_alert_from_the_broker(lab: Lab, services: Services) -> None:
+    """The evaluator started from derrick-alerts.service read the rule from the registry,
+    subscribed with the rendered MQTT account, caught up from QuestDB (the fixture waited
+    for both lines) and now opens an alert for a node above the rule's threshold."""
+    log = services.alerts.log_path.read_text()
+    assert re.search(r"caught up: \d+ stored samples since the checkpoint replayed", log)
+    samples = asyncio.run(
+        _publish_node(lab.ports["mqtt"], lab.edge_password, ALERTING_NODE, THRESHOLD + 5)
+    )
+    query = (
+        "SELECT a.site_id, a.metric, a.state, a.value FROM alerts a"
+        " JOIN alert_rules r ON r.id = a.rule_id WHERE a.appliance_id = %s AND r.name = 'ROP high'"
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        with psycopg.connect(lab.registry_dsn, autocommit=True) as conn:
+            rows = conn.execute(query, (ALERTING_NODE,)).fetchall()
+        if rows or time.monotonic() > deadline:
+            break
+        assert services.alerts.running, services.alerts.log_path.read_text()[-3000:]
+        time.sleep(0.5)
+    # one alert, opened by the first sample above the threshold, not repeated by the others
+    assert rows == [(SITE, "ROP", "open", samples[0][1])], services.alerts.log_path.read_text()
+
+
+def test_report_service_renders_every_site(lab: Lab, services: Services) -> None:
+    """derrick-report.service's ExecStart, run once as its timer would: the previous month of
+    every site of the registry (s901, seeded by the services fixture) into the report dir."""
+    command = _unit_command(lab, "derrick-report.service")
+    month = previous_month(dt.datetime.now(dt.UTC))
+    done = subprocess.run(
+        command.argv,
+        env=command.env,
+        cwd=command.cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = lab.root / "var/lib/derrick/reports"
+    assert out.stat().st_mode & 0o777 == 0o750
+    assert sorted(p.name for p in out.iterdir()) == [SITE]
+    files = sorted((out / SITE).iterdir())
+    assert [p.name for p in files] == [
+        f"{SITE}-{month}-alerts.csv",
+        f"{SITE}-{month}-daily.csv",
+        f"{SITE}-{month}.pdf",
+    ]
+    assert sorted(done.stdout.split()) == [str(p) for p in files]  # the CLI prints them
+    assert files[2].read_bytes().startswith(b"%PDF-")
+    assert files[1].read_text().startswith("day,appliance,device,metric,")
 
 
 # -- idempotence and check mode ----------------------------------------------------------------
