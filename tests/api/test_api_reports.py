@@ -1,8 +1,11 @@
 """Monthly compliance reports on real PostgreSQL and QuestDB: a known November 2026 of site
-s301 (two appliances with gaps, a third that sent nothing, a cold metric, samples just
-outside the month), alerts around the month; the CSV's numbers equal QuestDB's rollups, two
-renders give the same bytes, the PDF is not blank and shows the numbers, access is
-tenant-scoped and customer-only, and the CLI of the systemd timer writes the same files."""
+s301 (two appliances with gaps and a burst, a third that sent nothing, a cold metric, samples
+just outside the month), alerts around the month. The expected daily aggregates and completeness
+are computed here in plain Python from the samples the test writes (:func:`expected_days`),
+not by QuestDB or ``api.reports``; the CSV and the numbers in the PDF's text must equal them.
+Two renders give the same bytes, every series page carries its chart (an image that draws
+the data, seen by rendering the page), access is tenant-scoped and customer-only, and the
+CLI of the systemd timer writes the same files."""
 
 from __future__ import annotations
 
@@ -17,20 +20,23 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from PIL import Image, ImageChops
 from psycopg import sql
 from questdb import Sender, TimestampMicros, TimestampNanos
 
 from api import __main__ as cli
 from api import keys, migrate, registry
-from api.reports import display
 from core.tables import TableSet
 from harness import Postgres, QuestDB
 
@@ -41,10 +47,24 @@ pytestmark = [pytest.mark.integration]
 ROOT = Path(__file__).resolve().parents[2]
 MONTH = "2026-11"
 START = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+END = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+DAYS = [(START + dt.timedelta(days=i)).date() for i in range(30)]
 GAP_DAY = dt.date(2026, 11, 10)  # s301-a002 sends nothing that day
 SHORT_DAY = dt.date(2026, 11, 20)  # s301-a001 ROP silent from 00:00 to 06:00
+BURST_DAY = dt.date(2026, 11, 25)  # s301-a002 ROP: 24 samples, all between 08:00 and 10:00
 NODES = ("s301-a001", "s301-a002")
 REPORT = f"/v1/sites/s301/reports/{MONTH}"
+# (appliance, metric, unit, hot) of the births the test writes
+CATALOGUE = (
+    *((n, "ROP", "ft/h", True) for n in NODES),
+    *((n, "WOB", "klbf", True) for n in NODES),
+    ("s301-a001", "Temp", "degC", False),  # cold: not in the report
+    ("s301-a003", "WOB", "klbf", True),  # born, then silent all month
+    ("s302-a001", "ROP", "ft/h", True),  # the other tenant's site
+)
+# the report's series: s301's hot metrics, sorted by appliance, device, metric
+SERIES = sorted((n, "daq", m) for n, m, _, hot in CATALOGUE if hot and n.startswith("s301-"))
+UNITS = {m: u for _, m, u, _ in CATALOGUE}
 
 
 def value(node: str, metric: str, t: dt.datetime) -> float:
@@ -53,17 +73,25 @@ def value(node: str, metric: str, t: dt.datetime) -> float:
 
 
 def samples() -> Iterator[tuple[str, str, dt.datetime]]:
-    """(node, metric, time): hourly at hh:15 (WOB also at hh:45 on odd days), with the gaps,
-    plus one sample on each side of the month."""
+    """(node, metric, time): hourly at hh:15 (WOB also at hh:45 on odd days), with the gaps
+    and the burst (as many samples as hours in a day, but in two hours: counting samples is
+    not counting hours), plus one sample on each side of the month."""
     for node in NODES:
         for metric in ("ROP", "WOB"):
             yield node, metric, START - dt.timedelta(minutes=30)
             yield node, metric, START + dt.timedelta(days=30, minutes=30)
+            burst = node == "s301-a002" and metric == "ROP"
+            if burst:
+                eight = dt.datetime.combine(BURST_DAY, dt.time(8), dt.UTC)
+                for k in range(24):
+                    yield node, metric, eight + dt.timedelta(minutes=5 * k)
             for h in range(30 * 24):
                 t = START + dt.timedelta(hours=h, minutes=15)
                 if node == "s301-a002" and t.date() == GAP_DAY:
                     continue
                 if node == "s301-a001" and metric == "ROP" and t.date() == SHORT_DAY and t.hour < 6:
+                    continue
+                if burst and t.date() == BURST_DAY:
                     continue
                 yield node, metric, t
                 if metric == "WOB" and t.day % 2:
@@ -91,13 +119,7 @@ def _write(questdb: QuestDB, tables: TableSet) -> int:
                 at=_ns(t),
             )
             n += 1
-        for node, metric, unit, hot in (
-            *((n_, "ROP", "ft/h", True) for n_ in NODES),
-            *((n_, "WOB", "klbf", True) for n_ in NODES),
-            ("s301-a001", "Temp", "degC", False),  # cold: not in the report
-            ("s301-a003", "WOB", "klbf", True),  # born, then silent all month
-            ("s302-a001", "ROP", "ft/h", True),  # the other tenant's site
-        ):
+        for node, metric, unit, hot in CATALOGUE:
             sender.row(
                 tables.catalogue.name,
                 symbols={
@@ -113,6 +135,44 @@ def _write(questdb: QuestDB, tables: TableSet) -> int:
             )
         sender.flush()
     return n
+
+
+class Day(NamedTuple):
+    """What the report must show for one series on one day."""
+
+    count: int
+    avg: float | None
+    min: float | None
+    max: float | None
+    hours_with_data: int
+
+
+def expected_days() -> dict[tuple[str, str, str], list[Day]]:
+    """Per series (appliance, device, metric), its 30 days of November: computed from
+    :func:`samples` and :func:`value` alone. The values are multiples of 0.25, so every sum
+    is exact and ``sum / count`` is the one correctly rounded double a rollup can give."""
+    values: dict[tuple[str, str, str, dt.date], list[float]] = defaultdict(list)
+    hours: dict[tuple[str, str, str, dt.date], set[int]] = defaultdict(set)
+    for node, metric, t in samples():
+        if START <= t < END:
+            values[(node, "daq", metric, t.date())].append(value(node, metric, t))
+            hours[(node, "daq", metric, t.date())].add(t.hour)
+    out = {}
+    for series in SERIES:
+        days = []
+        for day in DAYS:
+            v = values[(*series, day)]
+            days.append(
+                Day(
+                    len(v),
+                    sum(v) / len(v) if v else None,
+                    min(v, default=None),
+                    max(v, default=None),
+                    len(hours[(*series, day)]),
+                )
+            )
+        out[series] = days
+    return out
 
 
 def _wait(questdb: QuestDB, tables: TableSet, expected: int) -> None:
@@ -284,9 +344,13 @@ def rows_of(body: bytes) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(body.decode())))
 
 
+def _num(text: str) -> float | None:
+    return None if text == "" else float(text)
+
+
 @pytest.mark.asyncio
-async def test_csv_numbers_equal_questdb_and_renders_are_byte_identical(
-    client: AsyncTestClient[Litestar], report_world: w.World, questdb: QuestDB
+async def test_csv_numbers_equal_the_samples_written_and_renders_are_byte_identical(
+    client: AsyncTestClient[Litestar], report_world: w.World
 ) -> None:
     h = auth(report_world)
     first = await client.get(REPORT, params={"format": "csv"}, headers=h)
@@ -295,50 +359,30 @@ async def test_csv_numbers_equal_questdb_and_renders_are_byte_identical(
     second = await client.get(REPORT, params={"format": "csv", "table": "daily"}, headers=h)
     assert second.content == first.content
     rows = rows_of(first.content)
-    series = {(r["appliance"], r["device"], r["metric"]) for r in rows}
-    assert series == {
-        ("s301-a001", "daq", "ROP"),
-        ("s301-a001", "daq", "WOB"),
-        ("s301-a002", "daq", "ROP"),
-        ("s301-a002", "daq", "WOB"),
-        ("s301-a003", "daq", "WOB"),
-    }
-    assert len(rows) == 5 * 30
+    assert list(rows[0]) == ["day", "appliance", "device", "metric", "unit", "count", "avg", "min",
+                             "max", "hours_with_data", "hours_in_day", "coverage_pct"]  # fmt: skip
 
-    t1d, t1h = report_world.tables.telemetry_1d.name, report_world.tables.telemetry_1h.name
-    want = {
-        (d[:10], n, dev, m): (c, a, lo, hi)
-        for d, n, dev, m, c, a, lo, hi in questdb.exec_sql(
-            f"SELECT ts, node, device, metric, count, avg, min, max FROM {t1d} "
-            "WHERE site = 's301' AND ts >= '2026-11-01' AND ts < '2026-12-01'"
-        )["dataset"]
-    }
-    hours = {
-        (d[:10], n, dev, m): c
-        for d, n, dev, m, c in questdb.exec_sql(
-            f"SELECT ts, node, device, metric, count() FROM {t1h} "
-            "WHERE site = 's301' AND ts >= '2026-11-01' AND ts < '2026-12-01' SAMPLE BY 1d"
-        )["dataset"]
-    }
-    got = {
-        (r["day"], r["appliance"], r["device"], r["metric"]): (
-            int(r["count"]),
-            float(r["avg"]),
-            float(r["min"]),
-            float(r["max"]),
-        )
+    # every series, every day, in order; numbers as exact doubles (the CSV writes the
+    # shortest text that reads back as the same double), coverage with one decimal
+    want = [
+        (str(day), *series, UNITS[series[2]], d.count, d.avg, d.min, d.max, d.hours_with_data,
+         "24", f"{100 * d.hours_with_data / 24:.1f}")
+        for series, days in expected_days().items()
+        for day, d in zip(DAYS, days, strict=True)
+    ]  # fmt: skip
+    got = [
+        (r["day"], r["appliance"], r["device"], r["metric"], r["unit"], int(r["count"]),
+         _num(r["avg"]), _num(r["min"]), _num(r["max"]), int(r["hours_with_data"]),
+         r["hours_in_day"], r["coverage_pct"])
         for r in rows
-        if int(r["count"])
-    }
-    assert got == want  # exact doubles: the CSV writes the shortest exact text
-    assert {
-        k: int(r["hours_with_data"])
-        for r in rows
-        if (k := (r["day"], r["appliance"], r["device"], r["metric"])) in hours
-    } == hours
+    ]  # fmt: skip
+    assert len(got) == len(want) == 5 * 30
+    for g, e in zip(got, want, strict=True):
+        assert g == e, g[:4]
     # every sample of the month, none of the two just outside it
-    in_month = sum(1 for _, _, t in samples() if START <= t < START + dt.timedelta(days=30))
+    in_month = sum(1 for _, _, t in samples() if START <= t < END)
     assert sum(int(r["count"]) for r in rows) == in_month
+    # the cases the data was built for, spelled out
     by_key = {(r["day"], r["appliance"], r["metric"]): r for r in rows}
     gap = by_key[(str(GAP_DAY), "s301-a002", "ROP")]
     assert (gap["count"], gap["avg"], gap["hours_with_data"], gap["coverage_pct"]) == (
@@ -349,6 +393,8 @@ async def test_csv_numbers_equal_questdb_and_renders_are_byte_identical(
     )
     short = by_key[(str(SHORT_DAY), "s301-a001", "ROP")]
     assert (short["count"], short["hours_with_data"], short["coverage_pct"]) == ("18", "18", "75.0")
+    burst = by_key[(str(BURST_DAY), "s301-a002", "ROP")]
+    assert (burst["count"], burst["hours_with_data"], burst["coverage_pct"]) == ("24", "2", "8.3")
     odd = by_key[("2026-11-03", "s301-a001", "WOB")]
     assert (odd["count"], odd["hours_with_data"], odd["unit"]) == ("48", "24", "klbf")
     assert all(r["count"] == "0" for r in rows if r["appliance"] == "s301-a003")
@@ -370,6 +416,11 @@ async def test_csv_numbers_equal_questdb_and_renders_are_byte_identical(
 
 _RENDERED: dict[str, bytes] = {}  # the PDF the API rendered, reused by the CLI test
 
+# the chart's colours (api/report_pdf.py): the min-max band (#9ecae1 at alpha 0.6 on white)
+# and the daily average's line (#08519c)
+BAND, LINE = (196, 223, 237), (8, 81, 156)
+RENDER_SCALE = 2  # pixels per PDF point
+
 
 def _non_white_share(page: pdfium.PdfPage) -> float:
     image = page.render(scale=1).to_pil().convert("L")
@@ -377,8 +428,37 @@ def _non_white_share(page: pdfium.PdfPage) -> float:
     return 1 - sum(histogram[245:]) / (image.width * image.height)
 
 
+def _share_near(image: Image.Image, colour: tuple[int, int, int], tolerance: int) -> float:
+    """The share of ``image``'s pixels within ``tolerance`` of ``colour`` in every channel."""
+    diff = ImageChops.difference(image, Image.new("RGB", image.size, colour))
+    r, g, b = diff.split()
+    worst = ImageChops.lighter(ImageChops.lighter(r, g), b)
+    return sum(worst.histogram()[: tolerance + 1]) / (image.width * image.height)
+
+
+def _images(page: pdfium.PdfPage) -> list[tuple[tuple[int, int], Image.Image]]:
+    """Every image object the page draws: its size in PDF points (width, height) and the
+    rendered page cropped to it (what a reader sees there)."""
+    _, height = page.get_size()
+    rendered = page.render(scale=RENDER_SCALE).to_pil().convert("RGB")
+    found = []
+    for image in page.get_objects(filter=(pdfium_c.FPDF_PAGEOBJ_IMAGE,)):
+        left, bottom, right, top = image.get_bounds()
+        box = (left, height - top, right, height - bottom)
+        area = rendered.crop(tuple(round(v * RENDER_SCALE) for v in box))
+        found.append(((round(right - left), round(top - bottom)), area))
+    return found
+
+
+def _pdf_line(day: dt.date, d: Day) -> str:
+    """A day of a series' table as the PDF's text has it: numbers with three decimals."""
+    if d.count == 0:  # empty aggregate cells
+        return f"{day} 0 {d.hours_with_data}/24"
+    return f"{day} {d.count} {d.avg:.3f} {d.min:.3f} {d.max:.3f} {d.hours_with_data}/24"
+
+
 @pytest.mark.asyncio
-async def test_pdf_is_not_blank_shows_the_numbers_and_is_reproducible(
+async def test_pdf_shows_the_numbers_and_charts_and_is_reproducible(
     client: AsyncTestClient[Litestar], report_world: w.World
 ) -> None:
     h = auth(report_world, "cust_admin")
@@ -389,40 +469,66 @@ async def test_pdf_is_not_blank_shows_the_numbers_and_is_reproducible(
     again = await client.get(REPORT, params={"format": "pdf"}, headers=h)
     assert again.content == r.content, "two renders of the same report differ"
     _RENDERED["pdf"] = r.content
-    rows = rows_of((await client.get(REPORT, params={"format": "csv"}, headers=h)).content)
+    expected = expected_days()
 
     pdf = pdfium.PdfDocument(r.content)
     try:
         pages = [pdf[i] for i in range(len(pdf))]
-        assert len(pages) >= 6  # summary (+ completeness, alerts), one page per series
-        text = "\n".join(p.get_textpage().get_text_range() for p in pages)
+        texts = [p.get_textpage().get_text_range().replace("\r\n", "\n") for p in pages]
         shares = [_non_white_share(p) for p in pages]
         assert min(shares) > 0.01, shares
-        chart_pages = [
-            s
-            for p, s in zip(pages, shares, strict=True)
-            if "Daily aggregates" in p.get_textpage().get_text_range()
-        ]
-        assert len(chart_pages) == 5 and min(chart_pages) > 0.04, shares
+        images = [_images(p) for p in pages]
         assert pdf.get_metadata_dict()["CreationDate"].startswith("D:20261101")
     finally:
         pdf.close()
-    flat = " ".join(text.split())
+
+    # one page per series, in order, each with its chart and its 30 days
+    headings = [
+        next((line for line in t.split("\n") if line.startswith("Daily aggregates: ")), None)
+        for t in texts
+    ]
+    series_pages = [i for i, heading in enumerate(headings) if heading is not None]
+    assert [headings[i] for i in series_pages] == [
+        f"Daily aggregates: {a} / {dev} / {m} [{UNITS[m]}]" for a, dev, m in SERIES
+    ]
+    for i, (series, days) in zip(series_pages, expected.items(), strict=True):
+        table = [line for line in texts[i].split("\n") if line[:4] == "2026"]
+        assert table == [_pdf_line(day, d) for day, d in zip(DAYS, days, strict=True)], series
+    assert [i for i, found in enumerate(images) if found] == series_pages  # charts only there
+
+    # the charts: one image per series page, at least 150 x 40 mm (425 x 113 pt), which draws
+    # the data: a series with samples fills its plot with the min-max band and the average's
+    # line, the silent series' chart holds only the legend's swatches of those colours
+    silent = SERIES.index(("s301-a003", "daq", "WOB"))
+    for k, i in enumerate(series_pages):
+        ((size, area),) = images[i]
+        assert size[0] >= 425 and size[1] >= 113, (SERIES[k], size)
+        band, line = _share_near(area, BAND, 24), _share_near(area, LINE, 40)
+        if k == silent:
+            assert band < 0.02 and line < 0.002, (SERIES[k], band, line)
+        else:
+            assert band > 0.15 and line > 0.004, (SERIES[k], band, line)
+
+    flat = " ".join(" ".join(texts).split())
     assert "Monthly compliance report" in flat and "West pad" in flat
-    total = sum(int(row["count"]) for row in rows)
-    assert f"samples received: {total}" in flat
-    for row in rows:  # every day of every series: its numbers as the CSV has them
-        if row["count"] != "0":
-            line = " ".join(
-                (
-                    row["day"],
-                    row["count"],
-                    display(float(row["avg"])),
-                    display(float(row["min"])),
-                    display(float(row["max"])),
-                )
-            )
-            assert line in flat, line
+    total = sum(d.count for days in expected.values() for d in days)
+    hours = sum(d.hours_with_data for days in expected.values() for d in days)
+    possible = len(SERIES) * 30 * 24
+    for line in (
+        "Month: 2026-11; days covered: 30 (2026-11-01 to 2026-11-30)",
+        f"Hot series: {len(SERIES)}; samples received: {total}",
+        f"Data completeness: {hours} of {possible} series-hours with data "
+        f"({100 * hours / possible:.1f} %)",
+        "Alerts open during the month: 3 (critical 1, warning 1, info 1)",
+    ):
+        assert line in flat, line
+    for (appliance, device, metric), days in expected.items():  # the completeness table
+        h_ = sum(d.hours_with_data for d in days)
+        line = (
+            f"{appliance} {device} {metric} {sum(d.count for d in days)} "
+            f"{sum(d.count > 0 for d in days)}/30 {h_}/720 {100 * h_ / 720:.1f}"
+        )
+        assert line in flat, line
     for reason in ("ROP stale since October", "ROP above 40 (in month)", "ROP late in month"):
         assert reason in flat
     assert "opened in December" not in flat and "other tenant" not in flat
