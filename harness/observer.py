@@ -15,6 +15,7 @@ from collections import Counter
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from core import conventions
 from core.sparkplug import (
     DataType,
     MessageType,
@@ -69,6 +70,11 @@ class SparkplugObserver:
         #: Receive times (epoch ms) of data messages per (group, node), and of NDEATHs.
         self.data_times: dict[tuple[str, str], list[int]] = {}
         self.death_times: dict[tuple[str, str], list[int]] = {}
+        #: Data metrics per (group, node, device) and ``is_historical`` flag.
+        self.flags: Counter[tuple[str, str, str, bool]] = Counter()
+        #: Data metrics whose ``Quality`` property is not good (192), null or not:
+        #: (ts_ms, group, node, device, metric) -> quality.
+        self.not_good: dict[tuple[int | None, str, str, str, str], int] = {}
 
     def __enter__(self) -> SparkplugObserver:
         self._client.connect(self._host, self._port, keepalive=30)
@@ -132,6 +138,11 @@ class SparkplugObserver:
                     self.errors.append(f"{topic_text}: unknown alias {m.alias}")
                     continue
                 device, name, _ = aliases[m.alias]
+                self.flags[(*key, device, m.is_historical)] += 1
+                prop = (m.properties or {}).get(conventions.PROP_QUALITY)
+                quality = prop.value if prop is not None else None
+                if isinstance(quality, int) and quality != conventions.QUALITY_GOOD:
+                    self.not_good[(m.timestamp, *key, device, name)] = quality
                 if not m.is_historical and m.timestamp is not None and device:
                     self.live_delays.append((received, m.timestamp))
                 if m.is_null or not isinstance(m.value, int | float) or m.timestamp is None:
