@@ -53,6 +53,33 @@ from edge.sources.base import (
 
 log = logging.getLogger(__name__)
 
+
+class _ServerDropNoise(logging.Filter):
+    """asyncua's own reports of what this module handles (a server going away, a revised
+    session timeout) become DEBUG: an operator sees our one WARNING ("device ... unavailable")
+    and INFO lines, not an ERROR with a traceback for an expected drop."""
+
+    EXPECTED = (
+        "Publish iteration crashed",
+        "close_session was called but connection is closed",
+        "close_secure_channel was called but connection is closed",
+        "Requested session timeout to be",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and str(record.msg).startswith(self.EXPECTED):
+            if not log.isEnabledFor(logging.DEBUG):
+                return False
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_NOISE = _ServerDropNoise()
+for _name in ("asyncua.client.client", "asyncua.client.ua_client.UaClient",
+              "asyncua.client.ua_session.UaSession"):  # fmt: skip
+    logging.getLogger(_name).addFilter(_NOISE)
+
 #: Fastest sampling interval we ask a server for.
 MIN_SAMPLING_MS = 10.0
 

@@ -191,3 +191,7 @@ def test_server_values_arrive_with_source_timestamps_across_a_restart_and_alarm_
     )
     # Alarm mode really sampled faster: ~10 values/s per tag during it.
     assert len(expected) > 4 * (3 * 2 + 3 * 10)
+    # The server going away is one WARNING of ours, not asyncua's ERROR and traceback.
+    agent_log = (tmp_path / "edge" / "agent.log").read_text(encoding="utf-8")
+    assert "WARNING edge.agent: device opc unavailable" in agent_log
+    assert " ERROR " not in agent_log and "Traceback" not in agent_log, agent_log
