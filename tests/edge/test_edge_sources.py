@@ -19,6 +19,7 @@ from edge.sources.base import Reading
 from edge.sources.csv_replay import CsvReplayError, CsvReplaySource, CsvRows, parse_time
 from edge.sources.opcua import reading_of
 from edge.sources.simulator import DrillingSimulator
+from harness.derrick import ALL_TAGS
 from ingest.pipeline import MessageProcessor
 from tests.edge.sinks import RecordingSink
 
@@ -93,6 +94,48 @@ def test_simulator_events_raise_gas_h2s_pit_and_pressure_deterministically() -> 
     again.schedule("gas_kick", 1_000.0)
     again.schedule("pressure_spike", 2_000.0)
     assert [again.read(tags, t) for t in (900.0, 1_100.0, 2_007.0)] == after
+
+
+def test_simulator_cycles_drilling_connection_tripping_with_each_phase_physics() -> None:
+    """Two cycles read every 5 s: the phases come in the rig's order with their lengths,
+    and each phase moves the signals as a driller expects."""
+    sim = DrillingSimulator(3, recurring_events=False)
+    t0 = 1_800_000_000.0
+    runs: list[tuple[str, list[dict[str, float]]]] = []  # consecutive reads of one phase
+    for i in range(2 * 1890 // 5):
+        t = t0 + 5 * i
+        phase = sim.phase(t)
+        values = sim.read(ALL_TAGS, t)
+        if not runs or runs[-1][0] != phase:
+            runs.append((phase, []))
+        runs[-1][1].append(values)
+    order = [p for p, _ in runs]
+    start = order.index("connection")
+    assert order[start : start + 4] == ["connection", "drilling", "tripping", "drilling"]
+    lengths = {p: [len(r) * 5 for q, r in runs[1:-1] if q == p] for p in set(order)}
+    assert all(abs(n - 90) <= 5 for n in lengths["connection"]), lengths
+    assert all(abs(n - 300) <= 5 for n in lengths["tripping"]), lengths
+    for phase, reads in runs:
+        depth = [v["DEPTH"] for v in reads]
+        for v in reads:
+            if phase == "drilling":  # the bit advances, rotating under weight, pumps on
+                assert v["ROP"] > 0 and v["RPM"] > 80 and v["WOB"] > 5 and v["TQ"] > 0, v
+                assert v["SPP"] > 2000 and v["FLWI"] > 500 and v["HDTH"] == v["DEPTH"], v
+            else:  # off bottom: no rotation, no progress
+                assert v["ROP"] == 0 and v["RPM"] == 0 and v["TQ"] == 0, (phase, v)
+                assert v["HDTH"] == round(v["DEPTH"] + 0.5, 4), (phase, v)
+            if phase == "connection":  # pumps off for the new stand
+                assert v["SPP"] < 100 and v["FLWI"] == 0, v
+            if phase == "tripping":  # pumping while the pipe moves, hook carries the string
+                assert v["SPP"] > 2000 and v["HKLD"] > 270, v
+        if phase == "drilling" and len(reads) > 10:
+            assert depth[-1] > depth[0]
+        elif phase != "drilling":
+            assert max(depth) - min(depth) < 0.2, (phase, depth[0], depth[-1])
+    again = DrillingSimulator(3, recurring_events=False)
+    assert [again.read(ALL_TAGS, t0 + 5 * i) for i in range(20)] == [
+        r for _, reads in runs for r in reads
+    ][:20]
 
 
 def test_recurring_events_come_from_the_seed() -> None:
