@@ -58,8 +58,11 @@ class SparkplugObserver:
         #: Every metric a birth declared: (group, node, device, name) -> (alias, datatype).
         self.declared: dict[tuple[str, str, str, str], tuple[int | None, DataType | None]] = {}
         self.counts: Counter[str] = Counter()
-        #: NBIRTHs seen per (group, node).
+        #: NBIRTHs seen per (group, node), DBIRTHs per (group, node, device).
         self.node_births: Counter[tuple[str, str]] = Counter()
+        self.device_births: Counter[tuple[str, str, str]] = Counter()
+        #: When the last DBIRTH of each (group, node, device) arrived (epoch ms).
+        self.device_birth_ms: dict[tuple[str, str, str], int] = {}
         self.errors: list[str] = []
         #: Highest Derrick batch number seen per (group, node).
         self.max_batch: dict[tuple[str, str], int] = {}
@@ -115,6 +118,9 @@ class SparkplugObserver:
                     aliases.clear()
                     self.node_births[key] += 1
                 device = topic.device_id or ""
+                if kind is MessageType.DBIRTH:
+                    self.device_births[(*key, device)] += 1
+                    self.device_birth_ms[(*key, device)] = time.time_ns() // 1_000_000
                 for m in decode_payload(payload).metrics:
                     if m.name is not None:
                         self.declared[(*key, device, m.name)] = (m.alias, m.datatype)
