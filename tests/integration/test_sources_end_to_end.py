@@ -317,7 +317,7 @@ def test_simulator_local_and_over_opcua_follow_the_same_phases_and_kick(
 def test_opcua_reconnect_backoff_doubles_up_to_its_cap(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    """Nothing listens at the endpoint: the agent retries after 0.2, 0.4, 0.8, 1.6, 1.6 s."""
+    """Nothing listens at the endpoint: the agent retries after 0.2, 0.4, 0.8, 1.6, 1.6, 1.6 s."""
     dead = allocate_port()
     spec = EdgeSpec(
         site=SIM_SITE,
