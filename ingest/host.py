@@ -49,6 +49,11 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _batch_key(node: NodeState) -> tuple[str, str, int]:
+    """Where a message's batches are counted: the node and its current batch numbering."""
+    return (node.group_id, node.edge_node_id, node.generation)
+
+
 def dispatch_queue(
     handler: Callable[[aiomqtt.Message], None],
 ) -> type[asyncio.Queue[aiomqtt.Message]]:
@@ -310,9 +315,7 @@ class PrimaryHost:
             rows.add_catalogue(outcome.catalogue)
         if not (outcome.numeric or outcome.events):
             if outcome.batches and outcome.node is not None:
-                rows.batches[(outcome.node.group_id, outcome.node.edge_node_id)].extend(
-                    outcome.batches
-                )
+                rows.batches[_batch_key(outcome.node)].extend(outcome.batches)
             return
         if pending >= self._settings.max_pending_rows:
             # QuestDB is not keeping up: shed, and do not acknowledge. The edge keeps these
@@ -328,7 +331,7 @@ class PrimaryHost:
             rows.add_events(outcome.events)
             self.counters["metrics"] += len(outcome.events)
         if outcome.batches and outcome.node is not None:
-            rows.batches[(outcome.node.group_id, outcome.node.edge_node_id)].extend(outcome.batches)
+            rows.batches[_batch_key(outcome.node)].extend(outcome.batches)
 
     async def _reassert_online(self) -> None:
         client = self._client
@@ -422,13 +425,13 @@ class PrimaryHost:
     async def _acknowledge(self, rows: RowSet) -> None:
         """Advance the frontiers of the nodes whose batches QuestDB accepted; send the acks
         that are due."""
-        for key, batches in rows.batches.items():
-            node = self.processor.nodes.get(key)
+        for (group, edge, generation), batches in rows.batches.items():
+            node = self.processor.nodes.get((group, edge))
             if node is None:
                 continue
-            node.frontier.commit(batches)
+            node.commit(generation, batches)
             if node.frontier.value > node.acked_sent:
-                self._ack_due.add(key)
+                self._ack_due.add((group, edge))
         await self._send_acks()
 
     async def _send_acks(self) -> None:

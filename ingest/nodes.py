@@ -82,6 +82,11 @@ class NodeState:
         self.missing: dict[int, int] = {}
         self.last_rebirth_request_ms: int | None = None
         self.frontier = AckFrontier()
+        #: Which numbering of the node's batches ``frontier`` counts: moves when an NBIRTH
+        #: says less is acknowledged than the frontier (a reinstalled appliance numbering from
+        #: 1 again, or acknowledgements lost on the way); commits made for an older one are
+        #: ignored, so a late commit of an old batch N cannot settle a new batch N.
+        self.generation = 0
         self.acked_sent = 0
         self.acked_alias: int | None = None
         #: When the host last sent this node an acknowledgement (host clock, ms).
@@ -134,6 +139,27 @@ class NodeState:
         self.devices_online.clear()
         self.expected_seq = None
         self.missing.clear()
+
+    def adopt_acknowledged(self, acked: int | None, oldest: int | None) -> None:
+        """Take the acknowledgement state an NBIRTH declares: ``acked`` (the node's own
+        frontier) and ``oldest`` (its oldest batch still held; everything before it is
+        settled). Below our frontier, the node's word wins: it resends what it holds and the
+        frontier climbs again as QuestDB takes it (duplicates are deduplicated there)."""
+        if acked is not None:
+            if acked < self.frontier.value:
+                self.frontier = AckFrontier(acked)
+                self.generation += 1
+                self.acked_sent = acked
+            else:
+                self.frontier.advance_to(acked)
+                self.acked_sent = max(self.acked_sent, acked)
+        if oldest is not None:
+            self.frontier.advance_to(oldest - 1)
+
+    def commit(self, generation: int, batches: Iterable[int]) -> bool:
+        """Record batches QuestDB accepted, counted under ``generation``; True if the
+        frontier moved."""
+        return generation == self.generation and self.frontier.commit(batches)
 
     def check_seq(self, seq: int | None, now_ms: int) -> bool:
         """Track ``seq``; returns False when this message opened a gap.

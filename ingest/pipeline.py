@@ -249,13 +249,14 @@ class MessageProcessor:
         bdseq = next((m.value for m in p.metrics if m.name == "bdSeq"), None)
         infos, unaliased = self._birth_metrics("", p.metrics)
         node.on_nbirth(bdseq if isinstance(bdseq, int) else None, p.seq, infos, unaliased)
+        acked = oldest = None
         for m in p.metrics:
             if m.name == conventions.ACKED_BATCH_METRIC and isinstance(m.value, int):
-                node.frontier.advance_to(m.value)
-                node.acked_sent = max(node.acked_sent, m.value)
+                acked = m.value
                 node.acked_alias = m.alias
             elif m.name == conventions.OLDEST_BATCH_METRIC and isinstance(m.value, int):
-                node.frontier.advance_to(m.value - 1)
+                oldest = m.value
+        node.adopt_acknowledged(acked, oldest)
         log.info(
             "NBIRTH %s/%s bdSeq %s, %d metrics",
             node.group_id,

@@ -41,7 +41,8 @@ class RowSet:
         self.dead: Any = sender.new_buffer()
         self.catalogue: Any = sender.new_buffer()
         self.rows = 0
-        self.batches: dict[tuple[str, str], list[int]] = defaultdict(list)
+        #: Batches per (group, edge node, the node's batch numbering generation).
+        self.batches: dict[tuple[str, str, int], list[int]] = defaultdict(list)
 
     def add_numeric(self, rows: list[NumericRow]) -> None:
         """The hot path: one ILP row per sample.

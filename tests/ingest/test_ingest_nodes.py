@@ -47,3 +47,34 @@ def test_seq_wraps_after_255() -> None:
     n = NodeState("s001", "s001-a001")
     n.on_nbirth(0, 254, {})
     assert n.check_seq(255, 0) and n.check_seq(0, 0) and n.check_seq(1, 0)
+
+
+def test_a_reinstalled_node_numbering_from_1_again_is_acknowledged() -> None:
+    n = NodeState("s001", "s001-a001")
+    n.adopt_acknowledged(100, 101)
+    old = n.generation
+    assert n.commit(old, [101, 102, 103]) and n.frontier.value == 103
+    # the appliance is reinstalled: empty queue, batches from 1 again
+    n.adopt_acknowledged(0, 0)
+    assert (n.frontier.value, n.acked_sent) == (0, 0) and n.generation == old + 1
+    assert not n.commit(old, [104, 1]), "a late commit of the old numbering counted"
+    assert n.frontier.value == 0
+    assert n.commit(n.generation, [1, 2]) and n.frontier.value == 2
+
+
+def test_lost_acknowledgements_are_taken_back_and_earned_again() -> None:
+    n = NodeState("s001", "s001-a001")
+    n.adopt_acknowledged(3, 4)
+    n.commit(n.generation, [4, 5, 6, 7, 8])
+    n.acked_sent = 8  # sent, but the NCMD was lost: the node still says 5
+    n.adopt_acknowledged(5, 6)
+    assert (n.frontier.value, n.acked_sent) == (5, 5)
+    assert n.commit(n.generation, [6, 7, 8]) and n.frontier.value == 8  # resent, stored again
+
+
+def test_a_birth_above_the_frontier_moves_it_in_the_same_numbering() -> None:
+    n = NodeState("s001", "s001-a001")
+    n.commit(n.generation, [1, 2])
+    generation = n.generation
+    n.adopt_acknowledged(10, 15)
+    assert n.frontier.value == 14 and n.acked_sent == 10 and n.generation == generation

@@ -219,6 +219,31 @@ def test_agent_killed_five_times_at_random_moments(rig: Rig) -> None:
     rig.assert_nothing_lost_nothing_doubled()
 
 
+def test_reinstalled_appliance_numbering_from_1_is_acknowledged_at_once(rig: Rig) -> None:
+    """An appliance reinstalled (queue gone) numbers its batches from 1 again while the
+    Primary Host's frontier for it stands at N: its NBIRTH (acked 0) resets the frontier, so
+    its new batches are acknowledged at once, not only once they overtake N (which took as
+    long as the appliance had run: years of re-sending)."""
+    edge = rig.add_edge(6)
+    rig.start()
+    time.sleep(15)
+    rig.wait_all_acked(60)
+    old_top = rig.committed("s002-a006")
+    assert old_top >= 12, old_top
+    edge.stop()
+    for suffix in ("", "-wal", "-shm"):
+        (rig.tmp / "s002-a006" / f"queue.db{suffix}").unlink(missing_ok=True)
+    births = rig.births()
+    edge.start()
+    rig.wait_reborn(births)
+    rig.wait(lambda: rig.acked("s002-a006") >= 3, 30, "the new numbering's first acks")
+    assert rig.committed("s002-a006") < old_top, "acked only after overtaking the old numbering"
+    rig.wait(
+        lambda: rig.acked("s002-a006") >= rig.committed("s002-a006") - 1, 30, "the acks to keep up"
+    )
+    rig.assert_nothing_lost_nothing_doubled()
+
+
 def test_ingest_killed_mid_stream_and_restarted(rig: Rig) -> None:
     rig.add_edge(4)
     rig.add_edge(5)
