@@ -22,6 +22,11 @@ ACKED_BATCH_METRIC: Final = "Derrick/Acked Batch"
 #: committed were evicted by the node's size cap: the host may advance past them.
 OLDEST_BATCH_METRIC: Final = "Derrick/Oldest Batch"
 
+#: The identity of the node's queue (UInt64, random, made when the queue file is created):
+#: a different one in an NBIRTH means batch numbers started again (a reinstalled
+#: appliance), and the host restarts its acknowledgement frontier for the node.
+QUEUE_ID_METRIC: Final = "Derrick/Queue Id"
+
 #: Cloud-commanded alarm sampling: the host (or an operator) writes true/false. Boolean.
 ALARM_COMMAND_METRIC: Final = "Derrick/Alarm Mode"
 

@@ -74,6 +74,7 @@ _NODE_METRICS: tuple[tuple[str, DataType, bool], ...] = (
     (conventions.EVICTIONS_METRIC, DataType.UInt64, False),
     (conventions.SAMPLING_MODE_METRIC, DataType.String, False),
     (conventions.AGENT_VERSION_METRIC, DataType.String, False),
+    (conventions.QUEUE_ID_METRIC, DataType.UInt64, False),
 )
 
 
@@ -578,6 +579,7 @@ class EdgeAgent:
             conventions.EVICTIONS_METRIC: stats.evicted_samples,
             conventions.SAMPLING_MODE_METRIC: self._policy.mode(now / 1000),
             conventions.AGENT_VERSION_METRIC: AGENT_VERSION,
+            conventions.QUEUE_ID_METRIC: stats.queue_id,
         }
         return {s.metric("", name).alias: value for name, value in by_name.items()}
 

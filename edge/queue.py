@@ -28,6 +28,7 @@ The class is synchronous and not thread-safe: the agent calls it from one worker
 from __future__ import annotations
 
 import logging
+import secrets
 import sqlite3
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
@@ -126,6 +127,8 @@ class QueueStats(msgspec.Struct, frozen=True):
     used_bytes: int
     max_bytes: int
     evicted_samples: int
+    #: Random, fixed when the queue file was created: batch numbers count within it.
+    queue_id: int = 0
 
 
 class StoreAndForwardQueue:
@@ -157,6 +160,11 @@ class StoreAndForwardQueue:
                 db.execute("ALTER TABLE sample ADD COLUMN ns INTEGER NOT NULL DEFAULT 0")
             if "quality" not in columns:
                 db.execute("ALTER TABLE sample ADD COLUMN quality INTEGER NOT NULL DEFAULT 192")
+            # the queue's identity: batch numbers count within it (a new file starts at 1)
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('queue_id', ?) ON CONFLICT DO NOTHING",
+                (secrets.randbits(62) + 1,),
+            )
         except sqlite3.Error as exc:
             raise QueueError(f"cannot open queue {self._path}: {exc}") from exc
         self._db = db
@@ -380,6 +388,7 @@ class StoreAndForwardQueue:
             used_bytes=self._used_bytes(),
             max_bytes=self._max_bytes,
             evicted_samples=self._meta("evicted"),
+            queue_id=self._meta("queue_id"),
         )
 
     # -- internals -----------------------------------------------------------------------

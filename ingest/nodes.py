@@ -82,10 +82,11 @@ class NodeState:
         self.missing: dict[int, int] = {}
         self.last_rebirth_request_ms: int | None = None
         self.frontier = AckFrontier()
-        #: Which numbering of the node's batches ``frontier`` counts: moves when an NBIRTH
-        #: says less is acknowledged than the frontier (a reinstalled appliance numbering from
-        #: 1 again, or acknowledgements lost on the way); commits made for an older one are
-        #: ignored, so a late commit of an old batch N cannot settle a new batch N.
+        #: The node's queue identity (``Derrick/Queue Id`` of its NBIRTH), and which numbering
+        #: of its batches ``frontier`` counts: a new queue id (a reinstalled appliance,
+        #: numbering from 1 again) starts a new generation; commits made under an older one
+        #: are ignored, so a late commit of an old batch N cannot settle a new batch N.
+        self.queue_id: int | None = None
         self.generation = 0
         self.acked_sent = 0
         self.acked_alias: int | None = None
@@ -140,19 +141,24 @@ class NodeState:
         self.expected_seq = None
         self.missing.clear()
 
-    def adopt_acknowledged(self, acked: int | None, oldest: int | None) -> None:
-        """Take the acknowledgement state an NBIRTH declares: ``acked`` (the node's own
-        frontier) and ``oldest`` (its oldest batch still held; everything before it is
-        settled). Below our frontier, the node's word wins: it resends what it holds and the
-        frontier climbs again as QuestDB takes it (duplicates are deduplicated there)."""
-        if acked is not None:
-            if acked < self.frontier.value:
-                self.frontier = AckFrontier(acked)
+    def adopt_acknowledged(
+        self, acked: int | None, oldest: int | None, queue_id: int | None = None
+    ) -> None:
+        """Take the acknowledgement state an NBIRTH declares: ``acked`` (the last ack the node
+        received), ``oldest`` (its oldest batch still held: everything before it is settled)
+        and ``queue_id`` (its queue's identity). A queue id other than the one known means
+        the batch numbers started again (a reinstalled appliance): the frontier restarts
+        under a new generation. Otherwise it only moves up: a node saying less than the
+        frontier lost an ack on the way, and the next ack (cumulative) covers it."""
+        if queue_id is not None:
+            if self.queue_id is not None and queue_id != self.queue_id:
+                self.frontier = AckFrontier()
                 self.generation += 1
-                self.acked_sent = acked
-            else:
-                self.frontier.advance_to(acked)
-                self.acked_sent = max(self.acked_sent, acked)
+                self.acked_sent = 0
+            self.queue_id = queue_id
+        if acked is not None:
+            self.frontier.advance_to(acked)
+            self.acked_sent = max(self.acked_sent, acked)
         if oldest is not None:
             self.frontier.advance_to(oldest - 1)
 

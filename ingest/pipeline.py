@@ -249,14 +249,16 @@ class MessageProcessor:
         bdseq = next((m.value for m in p.metrics if m.name == "bdSeq"), None)
         infos, unaliased = self._birth_metrics("", p.metrics)
         node.on_nbirth(bdseq if isinstance(bdseq, int) else None, p.seq, infos, unaliased)
-        acked = oldest = None
+        acked = oldest = queue_id = None
         for m in p.metrics:
             if m.name == conventions.ACKED_BATCH_METRIC and isinstance(m.value, int):
                 acked = m.value
                 node.acked_alias = m.alias
             elif m.name == conventions.OLDEST_BATCH_METRIC and isinstance(m.value, int):
                 oldest = m.value
-        node.adopt_acknowledged(acked, oldest)
+            elif m.name == conventions.QUEUE_ID_METRIC and isinstance(m.value, int):
+                queue_id = m.value
+        node.adopt_acknowledged(acked, oldest, queue_id)
         log.info(
             "NBIRTH %s/%s bdSeq %s, %d metrics",
             node.group_id,

@@ -221,9 +221,9 @@ def test_agent_killed_five_times_at_random_moments(rig: Rig) -> None:
 
 def test_reinstalled_appliance_numbering_from_1_is_acknowledged_at_once(rig: Rig) -> None:
     """An appliance reinstalled (queue gone) numbers its batches from 1 again while the
-    Primary Host's frontier for it stands at N: its NBIRTH (acked 0) resets the frontier, so
-    its new batches are acknowledged at once, not only once they overtake N (which took as
-    long as the appliance had run: years of re-sending)."""
+    Primary Host's frontier for it stands at N: its NBIRTH (a new queue id, acked 0)
+    restarts the frontier, so its new batches are acknowledged at once, not only once they
+    overtake N (which took as long as the appliance had run: years of re-sending)."""
     edge = rig.add_edge(6)
     rig.start()
     time.sleep(15)
