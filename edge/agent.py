@@ -247,8 +247,16 @@ class EdgeAgent:
         aliases = {s.tag: self.session.metric(device_id, s.tag).alias for s in device.sensors}
         deadband = Deadband({s.tag: s.deadband for s in device.sensors}, self._cfg.max_silence_s)
         pending = self._pending[device_id]
+        last_ms = 0
         while True:
             now_ms = self._clock()
+            if now_ms <= last_ms:
+                # Woken within the millisecond of the last read (a mode change sets the event
+                # every sampler waits on): a reading's time is its identity in QuestDB (dedup
+                # keys), so a second read at the same time would replace the first there.
+                await asyncio.sleep((last_ms + 1 - now_ms) / 1000)
+                now_ms = max(self._clock(), last_ms + 1)
+            last_ms = now_ms
             now = now_ms / 1000
             try:
                 values = source.read(sensor_tags, now)

@@ -109,3 +109,37 @@ def test_check_config_command(tmp_path: Path) -> None:
     no = subprocess.run([sys.executable, "-m", "edge", "check-config", "--config", str(bad)],
                         capture_output=True, text=True, cwd=root, check=False)  # fmt: skip
     assert no.returncode == 2 and "$.devices[0].sensors[2].unit" in no.stderr
+
+
+@pytest.mark.asyncio
+async def test_a_sampler_woken_within_its_millisecond_never_reads_twice_at_one_time(
+    tmp_path: Path,
+) -> None:
+    """A mode change wakes every sampler at once; with a clock that stands still (as it does
+    within a millisecond) each new read must still get a later time: two readings of one
+    sensor at one time are one row in QuestDB (dedup keys), the first silently replaced."""
+    import asyncio  # noqa: PLC0415
+
+    from edge.agent import EdgeAgent  # noqa: PLC0415
+
+    cfg = parse_config(
+        '[node]\nsite = "s017"\nappliance = "s017-a042"\n'
+        '[mqtt]\nservers = [{host = "127.0.0.1"}]\n'
+        f'[queue]\npath = "{tmp_path / "q.db"}"\n'
+        '[[devices]]\nid = "daq"\nsensors = [{tag = "WOB", unit = "klbf", deadband = 0.0}]\n'
+    )
+    agent = EdgeAgent(cfg, clock=lambda: 1_800_000_000_000)
+    await agent._db(agent._queue.open)
+    agent._session = await agent._db(agent._build_session)
+    task = asyncio.create_task(agent._sample_loop("daq"))
+    try:
+        for _ in range(20):  # twenty mode changes, each waking the sampler at once
+            await asyncio.sleep(0.003)
+            agent._mode_changed.set()
+        await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await agent._db(agent._queue.close)
+    times = [s.ts_ms for s in agent._pending["daq"]]
+    assert len(times) >= 10 and times == sorted(set(times)), times
