@@ -114,10 +114,12 @@ class AlertEvaluator:
             async with self._questdb.connection() as conn:
                 for site in todo:
                     cur = await conn.execute(sql, {"site": site, "since": day})
-                    for node, ts in await cur.fetchall():
-                        if ts is not None and _ms(ts) >= start:
-                            self.engine.seen(site, node, _ms(ts))
+                    found = {n: _ms(ts) for n, ts in await cur.fetchall() if ts is not None}
+                    for node, ms in found.items():
+                        if ms >= start:
+                            self.engine.seen(site, node, ms)
                     self._last_seen_known.add(site)
+                    log.info("no-data clocks of %s from QuestDB: %s", site, found or "no data")
         except psycopg.Error as exc:
             log.warning("alerts: last samples of %s not read from QuestDB: %s", todo, exc)
 

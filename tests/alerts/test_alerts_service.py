@@ -49,7 +49,8 @@ async def api(
     with psycopg.connect(registry_dsn, autocommit=True) as conn:
         registry.provision(conn, APPLIANCE)
         uid = registry.create_user(conn, "acme", "admin@acme.example", keys.Role.CUSTOMER_ADMIN)
-        key = registry.issue_api_key(conn, uid, "admin").plaintext
+        # the test polls the alert list: a rate limit out of the way (429s are not its subject)
+        key = registry.issue_api_key(conn, uid, "admin", rate_per_s=1000.0, burst=1000).plaintext
     port = allocate_port()
     proc = api_process(
         tmp_path / "api",
@@ -85,7 +86,7 @@ async def _until(cond: Callable[[], Any], within_s: float, what: str) -> Any:
         if result:
             return result
         await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {within_s:.0f} s waiting for {what}")
+    raise TimeoutError(f"timed out after {within_s:.0f} s waiting for {what}")
 
 
 class Service:
@@ -124,6 +125,10 @@ class Service:
 
         await _until(subscribed, 60, f"the evaluator to subscribe ({log})")
 
+    def log_tail(self) -> str:
+        assert self.proc is not None
+        return "evaluator log:\n" + self.proc.log_path.read_text(encoding="utf-8")[-3000:]
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.kill()
@@ -157,7 +162,7 @@ async def _history(
 
     try:
         await _until(matches, within_s, f"rule {rule} alerts {want}")
-    except AssertionError:
+    except TimeoutError:
         raise AssertionError(f"rule {rule}: wanted {want}, have {seen}") from None
     return seen
 
@@ -281,7 +286,10 @@ async def test_rules_from_the_api_reach_the_evaluator_which_survives_sigkill(
             },
         )
         await service.start()
-        (quiet,) = await _history(api, silent, ["open"], within_s=SILENT_S + 15)
+        try:
+            (quiet,) = await _history(api, silent, ["open"], within_s=SILENT_S + 15)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nlast sample {last}; {service.log_tail()}") from None
         assert quiet["reason"].startswith("no data for "), quiet
         waited = _ts(quiet["opened_at"]) - last
         assert SILENT_S * 1000 <= waited < (SILENT_S + 3) * 1000, quiet
