@@ -78,6 +78,19 @@ SIZES = {"full": Size(20, 10 * 86400), "small": Size(2, 3600)}
 # -- data --------------------------------------------------------------------------------
 
 
+#: QuestDB's workers (and its log writer, two INFO lines a query) spin for thousands of idle
+#: loops after any work: with requests every few ms it holds about one core whatever the
+#: rate, so its "CPU per request" measured 10x higher through the API (fewer requests a
+#: second) than alone. Napping soon and logging errors only makes its CPU measure work; not
+#: production settings (naps add up to 1 ms of wake-up latency). ``--questdb-setting``
+#: overrides each.
+BENCH_QUESTDB_SETTINGS: dict[str, str] = {
+    "shared.worker.nap.threshold": "20",
+    "shared.worker.sleep.threshold": "50",
+    "log.w.file.level": "ERROR",
+}
+
+
 def appliance_ids(n: int) -> list[str]:
     return [f"{SITE}-a{i:03d}" for i in range(1, n + 1)]
 
@@ -383,18 +396,28 @@ async def _drive(
 async def through_api(
     base_url: str, key: str, ep: Endpoint, clients: int, seconds: float, warmup: float
 ) -> Result:
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # One client object and connection per simulated client, as questdb_alone has one
+    # connection each: a single httpx.AsyncClient shared by 20 tasks spends ~2.5 ms of CPU a
+    # request in its pool (encode/httpx#3215), saturates this process and was most of the
+    # p99 measured before (the API's own cost is ~0.6 ms a request).
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits) as client:
+    pool = [
+        httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits) for _ in range(clients)
+    ]
+    try:
 
-        async def one(_: int, rnd: random.Random) -> int:
+        async def one(i: int, rnd: random.Random) -> int:
             path, params = ep.http(rnd, dt.datetime.now(dt.UTC))
-            r = await client.get(path, params=params, timeout=30)
+            r = await pool[i].get(path, params=params, timeout=30)
             if r.status_code != 200:
                 raise AssertionError(f"{path} {params}: {r.status_code} {r.text[:200]}")
             return ep.rows(r.json())
 
         return await _drive(clients, seconds, warmup, one)
+    finally:
+        for client in pool:
+            await client.aclose()
 
 
 async def questdb_alone(
@@ -479,13 +502,13 @@ def run(args: argparse.Namespace) -> Result:
     size = SIZES[args.rows]
     if args.days is not None:
         size = size._replace(seconds=int(args.days * 86400))
+    settings = BENCH_QUESTDB_SETTINGS | dict(args.questdb_setting)
     report: Result = {"rows_mode": args.rows, "clients": args.clients, "seconds": args.seconds,
-                      "questdb_settings": dict(args.questdb_setting)}  # fmt: skip
+                      "questdb_settings": settings}  # fmt: skip
     report["load_average_start"] = list(os.getloadavg())
     base_parent = args.dir or Path(tempfile.gettempdir())
     base = Path(tempfile.mkdtemp(prefix="api-bench-", dir=base_parent))
     try:
-        settings = dict(args.questdb_setting)
         with (
             QuestDB(base / "questdb", heap="1g", settings=settings) as qdb,
             Postgres(base / "postgres") as pg,
