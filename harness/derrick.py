@@ -201,6 +201,30 @@ def opcua_rig_process(
     )
 
 
+def _service(
+    name: str,
+    module: str,
+    base_dir: Path,
+    config_lines: Sequence[str],
+    secrets: dict[str, str],
+    *,
+    subcommand: Sequence[str] = ("run",),
+    pre: Sequence[str] = (),
+) -> ManagedProcess:
+    """``python -m <module> [pre] <subcommand> --config <base_dir>/<module>.toml`` with the
+    config written from ``config_lines``; secrets go in the environment, never the file."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+    config = base_dir / f"{module}.toml"
+    config.write_text("\n".join([*config_lines, ""]), encoding="utf-8")
+    return ManagedProcess(
+        name,
+        [sys.executable, "-m", module, *pre, *subcommand, "--config", str(config)],
+        log_path=base_dir / f"{module}.log",
+        env={**python_env(), **secrets},
+        cwd=base_dir,
+    )
+
+
 def ingest_process(
     base_dir: Path,
     *,
@@ -216,39 +240,27 @@ def ingest_process(
     mqtt_password_file: Path | None = None,
 ) -> ManagedProcess:
     """An ingest worker process; secrets reach it through the environment, not the file."""
-    base_dir.mkdir(parents=True, exist_ok=True)
-    config = base_dir / "ingest.toml"
-    config.write_text(
-        "\n".join(
-            [
-                "[mqtt]",
-                'host = "127.0.0.1"',
-                f"port = {mqtt_port}",
-                *([f"username = {_q(mqtt_username)}"] if mqtt_username else []),
-                *([f"password_file = {_q(str(mqtt_password_file))}"] if mqtt_password_file else []),
-                "",
-                "[questdb]",
-                f"table_prefix = {_q(table_prefix)}",
-                "",
-                "[ingest]",
-                f"worker = {_q(worker)}",
-                f"primary_host_id = {_q(primary_host_id)}",
-                f"groups = [{', '.join(_q(g) for g in groups)}]",
-                extra,
-                "",
-            ]
-        ),
-        encoding="utf-8",
-    )
-    env = python_env()
-    env["DERRICK_QUESTDB_ILP"] = ilp_conf
-    env["DERRICK_QUESTDB_PG"] = pg_dsn
-    return ManagedProcess(
+    return _service(
         f"ingest-{worker}",
-        [sys.executable, "-m", "ingest", "run", "--config", str(config)],
-        log_path=base_dir / "ingest.log",
-        env=env,
-        cwd=base_dir,
+        "ingest",
+        base_dir,
+        [
+            "[mqtt]",
+            'host = "127.0.0.1"',
+            f"port = {mqtt_port}",
+            *([f"username = {_q(mqtt_username)}"] if mqtt_username else []),
+            *([f"password_file = {_q(str(mqtt_password_file))}"] if mqtt_password_file else []),
+            "",
+            "[questdb]",
+            f"table_prefix = {_q(table_prefix)}",
+            "",
+            "[ingest]",
+            f"worker = {_q(worker)}",
+            f"primary_host_id = {_q(primary_host_id)}",
+            f"groups = [{', '.join(_q(g) for g in groups)}]",
+            extra,
+        ],
+        {"DERRICK_QUESTDB_ILP": ilp_conf, "DERRICK_QUESTDB_PG": pg_dsn},
     )
 
 
@@ -263,38 +275,26 @@ def alerts_process(
 ) -> ManagedProcess:
     """The alert evaluator and notifier (``python -m alerts run``); the DSNs reach it through
     the environment, the file only names the variables. ``extra``: more TOML (sections)."""
-    base_dir.mkdir(parents=True, exist_ok=True)
-    config = base_dir / "alerts.toml"
-    config.write_text(
-        "\n".join(
-            [
-                "[mqtt]",
-                'host = "127.0.0.1"',
-                f"port = {mqtt_port}",
-                f"client_id = {_q(f'alerts-{base_dir.name}')}",
-                "",
-                "[registry]",
-                'dsn_env = "DERRICK_PG_DSN"',
-                "",
-                "[questdb]",
-                'dsn_env = "DERRICK_QUESTDB_PG"',
-                f"table_prefix = {_q(table_prefix)}",
-                "",
-                extra,
-                "",
-            ]
-        ),
-        encoding="utf-8",
-    )
-    env = python_env()
-    env["DERRICK_PG_DSN"] = registry_dsn
-    env["DERRICK_QUESTDB_PG"] = questdb_dsn
-    return ManagedProcess(
+    return _service(
         f"alerts-{base_dir.name}",
-        [sys.executable, "-m", "alerts", "run", "--config", str(config)],
-        log_path=base_dir / "alerts.log",
-        env=env,
-        cwd=base_dir,
+        "alerts",
+        base_dir,
+        [
+            "[mqtt]",
+            'host = "127.0.0.1"',
+            f"port = {mqtt_port}",
+            f"client_id = {_q(f'alerts-{base_dir.name}')}",
+            "",
+            "[registry]",
+            'dsn_env = "DERRICK_PG_DSN"',
+            "",
+            "[questdb]",
+            'dsn_env = "DERRICK_QUESTDB_PG"',
+            f"table_prefix = {_q(table_prefix)}",
+            "",
+            extra,
+        ],
+        {"DERRICK_PG_DSN": registry_dsn, "DERRICK_QUESTDB_PG": questdb_dsn},
     )
 
 
@@ -313,37 +313,28 @@ def api_process(
     """The customer API (``python -m api serve``) on ``127.0.0.1:port``; the DSNs reach it
     through the environment, the file only names the variables. ``metrics_port``: its
     Prometheus listener (``[metrics]``)."""
-    base_dir.mkdir(parents=True, exist_ok=True)
-    config = base_dir / "api.toml"
-    config.write_text(
-        "\n".join(
-            [
-                "[server]",
-                'host = "127.0.0.1"',
-                f"port = {port}",
-                "",
-                "[registry]",
-                'dsn_env = "DERRICK_PG_DSN"',
-                f"pool_max = {pool_max}",
-                "",
-                "[questdb]",
-                'dsn_env = "DERRICK_QUESTDB_PG"',
-                f"table_prefix = {_q(table_prefix)}",
-                f"kpi_group = {_q(kpi_group)}",
-                f"pool_max = {pool_max}",
-                "",
-                *([f"[metrics]\nport = {metrics_port}", ""] if metrics_port else []),
-            ]
-        ),
-        encoding="utf-8",
-    )
-    env = python_env()
-    env["DERRICK_PG_DSN"] = registry_dsn
-    env["DERRICK_QUESTDB_PG"] = questdb_dsn
-    return ManagedProcess(
+    return _service(
         f"api-{port}",
-        [sys.executable, "-m", "api", "--log-format", log_format, "serve", "--config", str(config)],
-        log_path=base_dir / "api.log",
-        env=env,
-        cwd=base_dir,
+        "api",
+        base_dir,
+        [
+            "[server]",
+            'host = "127.0.0.1"',
+            f"port = {port}",
+            "",
+            "[registry]",
+            'dsn_env = "DERRICK_PG_DSN"',
+            f"pool_max = {pool_max}",
+            "",
+            "[questdb]",
+            'dsn_env = "DERRICK_QUESTDB_PG"',
+            f"table_prefix = {_q(table_prefix)}",
+            f"kpi_group = {_q(kpi_group)}",
+            f"pool_max = {pool_max}",
+            "",
+            *([f"[metrics]\nport = {metrics_port}"] if metrics_port else []),
+        ],
+        {"DERRICK_PG_DSN": registry_dsn, "DERRICK_QUESTDB_PG": questdb_dsn},
+        subcommand=("serve",),
+        pre=("--log-format", log_format),
     )
