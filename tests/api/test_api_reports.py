@@ -175,17 +175,6 @@ def expected_days() -> dict[tuple[str, str, str], list[Day]]:
     return out
 
 
-def _wait(questdb: QuestDB, tables: TableSet, expected: int) -> None:
-    q = f"SELECT sum(count) FROM {tables.telemetry_1d.name} WHERE site = 's301'"
-    deadline, got = time.monotonic() + 90, None
-    while time.monotonic() < deadline:
-        got = questdb.exec_sql(q)["dataset"][0][0]
-        if got == expected:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"daily view holds {got} of {expected} samples")
-
-
 _RULE = (
     "INSERT INTO alert_rules (tenant_id, site_id, metric, name, severity, condition, created_by)"
     " VALUES (%s, %s, 'ROP', %s, 'warning', '{}'::jsonb, 'test') RETURNING id"
@@ -301,7 +290,7 @@ def report_world(_postgres_server: Postgres, _questdb_server: QuestDB) -> Iterat
     tables = TableSet(f"r{uuid.uuid4().hex[:8]}_")
     for statement in tables.create_statements():
         _questdb_server.exec_sql(statement)
-    _wait(_questdb_server, tables, _write(_questdb_server, tables))
+    w.wait_for_daily(_questdb_server, tables, _write(_questdb_server, tables), site="s301")
     world = w.World(dsn, tables, dt.datetime(2026, 12, 15, 12, tzinfo=dt.UTC))
     with psycopg.connect(dsn, autocommit=True) as conn:
         registry.create_tenant(conn, "cust", "Customer One")

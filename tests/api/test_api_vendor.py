@@ -144,17 +144,6 @@ def _write_vendor_data(questdb: QuestDB, tables: TableSet) -> int:
     return n
 
 
-def _wait_for_daily(questdb: QuestDB, tables: TableSet, expected: int) -> None:
-    q = f"SELECT sum(count) FROM {tables.telemetry_1d.name}"
-    deadline, got = time.monotonic() + 90, None
-    while time.monotonic() < deadline:
-        got = questdb.exec_sql(q)["dataset"][0][0]
-        if got == expected:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"daily view holds {got} of {expected} samples")
-
-
 @pytest.fixture(scope="module")
 def vendor_registry(
     _postgres_server: Postgres, _questdb_server: QuestDB
@@ -168,7 +157,7 @@ def vendor_registry(
     tables = TableSet(f"v{uuid.uuid4().hex[:8]}_")
     for statement in tables.create_statements():
         _questdb_server.exec_sql(statement)
-    _wait_for_daily(_questdb_server, tables, _write_vendor_data(_questdb_server, tables))
+    w.wait_for_daily(_questdb_server, tables, _write_vendor_data(_questdb_server, tables))
     with psycopg.connect(dsn, autocommit=True) as conn:
         for tenant, tenant_name in TENANTS.items():
             registry.create_tenant(conn, tenant, tenant_name)

@@ -169,6 +169,21 @@ def _wait_for_views(questdb: QuestDB, tables: TableSet, expected: int) -> None:
     raise AssertionError(f"views not refreshed: {got} of {expected} samples in the 1h view")
 
 
+def wait_for_daily(
+    questdb: QuestDB, tables: TableSet, expected: int, site: str | None = None
+) -> None:
+    """Wait (90 s at most) until the daily view counts ``expected`` samples (of ``site``)."""
+    where = "" if site is None else f" WHERE site = '{site}'"
+    q = f"SELECT sum(count) FROM {tables.telemetry_1d.name}{where}"
+    deadline, got = time.monotonic() + 90, None
+    while time.monotonic() < deadline:
+        got = questdb.exec_sql(q)["dataset"][0][0]
+        if got == expected:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"daily view holds {got} of {expected} samples")
+
+
 def make_app(world: World, questdb: QuestDB, live: LiveFeed | None = None) -> Litestar:
     pg: AsyncConnectionPool[Any] = AsyncConnectionPool(
         world.registry_dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False

@@ -73,6 +73,17 @@ def _stored(questdb: QuestDB, prefix: str, node: str) -> list[tuple[int, str, st
     return [(t // 1_000_000, d, m, v, h) for t, d, m, v, h in result["dataset"]]
 
 
+def _ingest(tmp_path: Path, mosquitto: Mosquitto, questdb: QuestDB, prefix: str) -> ManagedProcess:
+    return ingest_process(
+        tmp_path / "ingest",
+        mqtt_port=mosquitto.port,
+        ilp_conf=questdb.ilp_conf,
+        pg_dsn=questdb.pg_dsn,
+        table_prefix=prefix,
+        extra="flush_interval_ms = 100",
+    )
+
+
 def _acked_all(queue_db: Path) -> bool:
     db = sqlite3.connect(f"file:{queue_db}?mode=ro", uri=True)
     try:
@@ -137,14 +148,7 @@ def test_csv_replay_stores_every_cell_at_its_row_time_as_historical(
             f"sensors = [{sensors}]\n"
         ),
     )
-    ingest = ingest_process(
-        tmp_path / "ingest",
-        mqtt_port=mosquitto.port,
-        ilp_conf=questdb.ilp_conf,
-        pg_dsn=questdb.pg_dsn,
-        table_prefix=prefix,
-        extra="flush_interval_ms = 100",
-    )
+    ingest = _ingest(tmp_path, mosquitto, questdb, prefix)
     agent = edge_process(spec, tmp_path / "edge", [mosquitto.port])
     with SparkplugObserver("127.0.0.1", mosquitto.port) as observer:
         try:
@@ -211,14 +215,7 @@ def test_simulator_local_and_over_opcua_follow_the_same_phases_and_kick(
     port = allocate_port()
     rig_dir = tmp_path / "rig"
     rig = opcua_rig_process(rig_dir, port, seed=seed, args=("--bad-quality", "TEMP"))
-    ingest = ingest_process(
-        tmp_path / "ingest",
-        mqtt_port=mosquitto.port,
-        ilp_conf=questdb.ilp_conf,
-        pg_dsn=questdb.pg_dsn,
-        table_prefix=prefix,
-        extra="flush_interval_ms = 100",
-    )
+    ingest = _ingest(tmp_path, mosquitto, questdb, prefix)
     spec = EdgeSpec(
         site=SIM_SITE,
         appliance=SIM_NODE,
