@@ -474,7 +474,7 @@ async def compare(
     row = await _appliance(svc, who, appliance_id)
     tz, zone = _site_zone(tz, row)
     (cs, ce), (ps, pe) = readings.period_windows(period, svc.now(), zone)
-    current = await svc.reader.totals(row[1], appliance_id, cs, ce)
+    current = await svc.reader.totals(row[1], appliance_id, cs, ce, to_now=True)
     previous = await svc.reader.totals(row[1], appliance_id, ps, pe)
     cur = {(t.device, t.metric): t for t in current}
     prev = {(t.device, t.metric): t for t in previous}

@@ -192,14 +192,16 @@ class Reader:
             "end": end,
             "tz": tz,
         }
-        rows = await self._rows(queries.series(self.tables, bucket), params)
+        rows = await self._rows(queries.series(self.tables, bucket, tz), params)
         return [Bucket(utc(r[0]), r[1], r[2], r[3], r[4], int(r[5]), r[6]) for r in rows]
 
     async def totals(
-        self, site: str, node: str, start: dt.datetime, end: dt.datetime
+        self, site: str, node: str, start: dt.datetime, end: dt.datetime, *, to_now: bool = False
     ) -> list[Totals]:
+        """Totals per metric of ``[start, end)``; ``to_now``: ``end`` is the present."""
+        view = queries.window_view(self.tables, start, None if to_now else end)
         params = {"site": site, "node": node, "start": start, "end": end}
-        rows = await self._rows(queries.window_totals(self.tables), params)
+        rows = await self._rows(queries.window_totals(self.tables, view), params)
         return [Totals(r[0], r[1], r[2], r[3], r[4], int(r[5]), r[6]) for r in rows]
 
     async def kpis_current(self, appliance: str, since: dt.datetime) -> list[tuple[Any, ...]]:
@@ -211,5 +213,7 @@ class Reader:
     async def kpi_totals(
         self, appliance: str, start: dt.datetime, end: dt.datetime
     ) -> list[tuple[Any, ...]]:
+        """KPI totals from ``start`` to the present ``end``."""
+        view = queries.window_view(self.tables, start, None)
         params = {"group": self.kpi_group, "appliance": appliance, "start": start, "end": end}
-        return await self._rows(queries.kpi_window_totals(self.tables), params)
+        return await self._rows(queries.kpi_window_totals(self.tables, view), params)

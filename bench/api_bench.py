@@ -255,7 +255,7 @@ def endpoints(tables: TableSet, apps: list[str]) -> list[Endpoint]:
         params = {"site": SITE, "node": app, "metric": metric, "tz": TZ}
         return [
             (
-                queries.series(tables, "1m"),
+                queries.series(tables, "1m", TZ),
                 params | {"start": now - dt.timedelta(hours=24), "end": now},
             )
         ]
@@ -264,20 +264,30 @@ def endpoints(tables: TableSet, apps: list[str]) -> list[Endpoint]:
         app, metric = pick(rnd)
         params = {"site": SITE, "node": app, "metric": metric, "tz": TZ}
         start = midnight(now, 30).astimezone(dt.UTC)
-        return [(queries.series(tables, "1d"), params | {"start": start, "end": now})]
+        return [(queries.series(tables, "1d", TZ), params | {"start": start, "end": now})]
 
     def month_over_month(rnd: random.Random, now: dt.datetime) -> Sql:
         app, _ = pick(rnd)
         windows = readings.period_windows("month", now, zone)
-        sql = queries.window_totals(tables)
-        return [(sql, {"site": SITE, "node": app, "start": s, "end": e}) for s, e in windows]
+        (cs, now_), (ps, pe) = windows
+        return [
+            (
+                queries.window_totals(tables, queries.window_view(tables, s, open_end)),
+                {"site": SITE, "node": app, "start": s, "end": e},
+            )
+            for s, e, open_end in ((cs, now_, None), (ps, pe, pe))
+        ]
 
     def kpis(rnd: random.Random, now: dt.datetime) -> Sql:
         app, _ = pick(rnd)
         p = {"group": KPI_GROUP, "appliance": app}
+        today = midnight(now, 0)
         return [
             (queries.current_kpis(tables), p | {"since": now - dt.timedelta(days=2)}),
-            (queries.kpi_window_totals(tables), p | {"start": midnight(now, 0), "end": now}),
+            (
+                queries.kpi_window_totals(tables, queries.window_view(tables, today, None)),
+                p | {"start": today, "end": now},
+            ),
         ]
 
     def app_current(rnd: random.Random, now: dt.datetime) -> Sql:

@@ -12,6 +12,10 @@ not seen since then is not "current".
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import zoneinfo
+
 from core.cold_tables import ColdTables
 from core.tables import ROLLUP_COLUMNS, MaterializedView, TableSet
 
@@ -45,6 +49,13 @@ def current_kpis(tables: TableSet) -> str:
     )
 
 
+def _rollup_timestamp(view: MaterializedView) -> str:
+    missing = [c for c in ROLLUP_COLUMNS if c not in view.column_names]
+    if missing:
+        raise ValueError(f"{view.name} is not a rollup view (missing {missing})")
+    return view.timestamp
+
+
 def rollup(view: MaterializedView) -> str:
     """Buckets of one node from a rollup view (``tables.telemetry_1m`` / ``_1h`` / ``_1d``).
 
@@ -52,10 +63,7 @@ def rollup(view: MaterializedView) -> str:
     compared with the bucket start. Columns: ``ts, device, metric`` and the aggregates
     ``avg, min, max, count, sum, first, last``; ordered by time, device, metric.
     """
-    missing = [c for c in ROLLUP_COLUMNS if c not in view.column_names]
-    if missing:
-        raise ValueError(f"{view.name} is not a rollup view (missing {missing})")
-    ts = view.timestamp
+    ts = _rollup_timestamp(view)
     cols = ", ".join((ts, "device", "metric", *ROLLUP_COLUMNS))
     return (
         f"SELECT {cols} FROM {view.name} "
@@ -91,49 +99,107 @@ def current_values_of_site(tables: TableSet) -> str:
     )
 
 
-#: Bucket widths a series may ask for, and the rollup view each is computed from.
+#: Bucket widths a series may ask for, and the rollup view each is computed from in zones
+#: whose UTC offset is always a whole number of hours (see :func:`whole_hour_zone`).
 SERIES_BUCKETS: dict[str, str] = {
     "1m": "1m", "5m": "1m", "15m": "1m", "30m": "1m",
     "1h": "1h", "6h": "1h", "12h": "1h", "1d": "1h", "1M": "1h",
 }  # fmt: skip
 
+_UTC = dt.UTC
 
-def bucket_view(tables: TableSet, bucket: str) -> MaterializedView:
-    """The rollup view a bucket width is computed from (exactly: sums, counts, mins, maxes)."""
+
+@functools.lru_cache(maxsize=1024)
+def whole_hour_zone(tz: str) -> bool:
+    """Whether the IANA zone ``tz``'s UTC offset is a whole number of hours at every instant
+    from 2000 (nothing older is stored) to 2050, sampled twice a day.
+
+    Only then do its local hours, days and months start on whole UTC hours, so only then can
+    buckets of an hour or more be summed from the hourly view; in the others (Asia/Kolkata
+    +5:30, Asia/Kathmandu +5:45, America/St_Johns -3:30, Australia/Adelaide +9:30/+10:30...) an
+    hourly row straddles two local buckets, and they are summed from the 1-minute view.
+    """
+    zone = zoneinfo.ZoneInfo(tz)
+    t = dt.datetime(2000, 1, 1, tzinfo=_UTC)
+    end = dt.datetime(2050, 1, 1, tzinfo=_UTC)
+    step = dt.timedelta(hours=12)
+    while t < end:
+        offset = zone.utcoffset(t)
+        if offset is None or offset.total_seconds() % 3600:
+            return False
+        t += step
+    return True
+
+
+def bucket_view(tables: TableSet, bucket: str, tz: str = "UTC") -> MaterializedView:
+    """The rollup view buckets of ``bucket`` on the calendar of ``tz`` are computed from
+    (exactly: sums, counts, mins, maxes)."""
     try:
         source = SERIES_BUCKETS[bucket]
     except KeyError:
         raise ValueError(f"bucket {bucket!r} is not one of {', '.join(SERIES_BUCKETS)}") from None
-    return tables.telemetry_1m if source == "1m" else tables.telemetry_1h
+    if source == "1m" or not whole_hour_zone(tz):
+        return tables.telemetry_1m
+    return tables.telemetry_1h
 
 
-def series(tables: TableSet, bucket: str) -> str:
+def whole_hour(t: dt.datetime) -> bool:
+    """``t`` (aware) is on a whole UTC hour."""
+    u = t.astimezone(_UTC)
+    return (u.minute, u.second, u.microsecond) == (0, 0, 0)
+
+
+#: Bucket widths whose buckets are the rows of their view as stored: a minute starts at the same
+#: instant in every zone (every UTC offset in use since 1972 is a whole number of minutes, and
+#: nothing before 2000 is stored), so re-sampling the 1-minute view by 1 minute would only copy
+#: it. Reading the rows directly is several times cheaper for the dashboards' default view.
+AS_STORED_BUCKETS: frozenset[str] = frozenset({"1m"})
+
+
+def series(tables: TableSet, bucket: str, tz: str) -> str:
     """One metric of one node in buckets of ``bucket`` aligned to the calendar of a zone.
 
     ``bucket`` must be one of :data:`SERIES_BUCKETS` (it is part of the SQL, so it is checked
     here against that closed set). Parameters: ``site``, ``node``, ``metric``, ``start``
-    (inclusive), ``end`` (exclusive), ``tz`` (an IANA zone name, bound). Columns: ``ts``
-    (bucket start, UTC), ``device, avg, min, max, count, sum``.
+    (inclusive), ``end`` (exclusive), ``tz`` (bound; not used by the buckets of
+    :data:`AS_STORED_BUCKETS`, aligned alike in every zone). ``tz``, an IANA zone name, is
+    given here too: it picks the view (:func:`bucket_view`). Columns: ``ts`` (bucket start,
+    UTC), ``device, avg, min, max, count, sum``.
     """
-    view = bucket_view(tables, bucket)
+    view = bucket_view(tables, bucket, tz)
     ts = view.timestamp
+    where = (
+        f"WHERE site = %(site)s AND node = %(node)s AND metric = %(metric)s "
+        f"AND {ts} >= %(start)s AND {ts} < %(end)s"
+    )
+    if bucket in AS_STORED_BUCKETS and view.sample_by == bucket:
+        return (
+            f"SELECT {ts}, device, sum / count avg, min, max, count, sum FROM {view.name} "
+            f"{where} ORDER BY {ts}, device"
+        )
     return (
         f"SELECT {ts}, device, sum(sum) / sum(count) avg, min(min) min, max(max) max, "
-        f"sum(count) count, sum(sum) sum FROM {view.name} "
-        f"WHERE site = %(site)s AND node = %(node)s AND metric = %(metric)s "
-        f"AND {ts} >= %(start)s AND {ts} < %(end)s "
+        f"sum(count) count, sum(sum) sum FROM {view.name} {where} "
         f"SAMPLE BY {bucket} ALIGN TO CALENDAR TIME ZONE %(tz)s ORDER BY {ts}, device"
     )
 
 
-def window_totals(tables: TableSet) -> str:
-    """avg/min/max/count/sum of every metric of one node over one window (hourly rollups).
+def window_view(tables: TableSet, start: dt.datetime, end: dt.datetime | None) -> MaterializedView:
+    """The rollup view that sums ``[start, end)`` exactly: the hourly one when both ends are
+    whole UTC hours (``end`` None: the window runs to the present, nothing stored after it),
+    else the 1-minute one (local midnights of a +5:30 zone are at :30 UTC)."""
+    hourly = whole_hour(start) and (end is None or whole_hour(end))
+    return tables.telemetry_1h if hourly else tables.telemetry_1m
 
-    Parameters: ``site``, ``node``, ``start``, ``end`` (whole hours give exact windows).
+
+def window_totals(tables: TableSet, view: MaterializedView) -> str:
+    """avg/min/max/count/sum of every metric of one node over one window, from ``view`` (a
+    rollup view; :func:`window_view` picks the one that is exact for a window).
+
+    Parameters: ``site``, ``node``, ``start``, ``end``.
     Columns: ``device, metric, avg, min, max, count, sum``.
     """
-    view = tables.telemetry_1h
-    ts = view.timestamp
+    ts = _rollup_timestamp(view)
     return (
         f"SELECT device, metric, sum(sum) / sum(count) avg, min(min) min, max(max) max, "
         f"sum(count) count, sum(sum) sum FROM {view.name} "
@@ -142,14 +208,14 @@ def window_totals(tables: TableSet) -> str:
     )
 
 
-def kpi_window_totals(tables: TableSet) -> str:
-    """avg/min/max/count of one appliance's KPIs over one window (hourly rollups).
+def kpi_window_totals(tables: TableSet, view: MaterializedView) -> str:
+    """avg/min/max/count of one appliance's KPIs over one window, from ``view`` (as
+    :func:`window_totals`).
 
     Parameters: ``group`` (the KPI node's Sparkplug group), ``appliance``, ``start``, ``end``.
     Columns: ``metric, avg, min, max, count``.
     """
-    view = tables.telemetry_1h
-    ts = view.timestamp
+    ts = _rollup_timestamp(view)
     return (
         f"SELECT metric, sum(sum) / sum(count) avg, min(min) min, max(max) max, "
         f"sum(count) count FROM {view.name} "

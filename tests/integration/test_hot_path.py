@@ -77,11 +77,13 @@ def edge_session() -> EdgeNodeSession:
 Bucket = tuple[int, str, str, float, float, float, int, float, float, float]
 
 
-def expected_rollup(rows: list[Sample], width_ms: int) -> list[Bucket]:
+def expected_rollup(rows: list[Sample], width_ms: int, offset_ms: int = 0) -> list[Bucket]:
+    """Buckets of ``width_ms`` starting on the local boundaries of a zone ``offset_ms`` ahead of
+    UTC (a fixed offset: the test's zones have no daylight saving time)."""
     groups: dict[tuple[int, str], list[tuple[int, float]]] = defaultdict(list)
     for ts, metric, value, _ in rows:
         if metric != "DEPTH":
-            groups[(ts - ts % width_ms, metric)].append((ts, value))
+            groups[(ts - (ts + offset_ms) % width_ms, metric)].append((ts, value))
     out = []
     for (start, metric), items in groups.items():
         items.sort()
@@ -137,6 +139,27 @@ def read_rollup(pg_dsn: str, view: MaterializedView, start: int, end: int) -> li
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         rows = conn.execute(queries.rollup(view).encode(), params).fetchall()
     return [(_ms(r[0]), *r[1:]) for r in rows]
+
+
+def read_series(
+    pg_dsn: str, tables: TableSet, bucket: str, tz: str, start: int, end: int
+) -> list[Bucket]:
+    """``queries.series`` of ROP, as the API runs it."""
+    params = {
+        "site": SITE,
+        "node": NODE,
+        "metric": "ROP",
+        "tz": tz,
+        "start": dt.datetime.fromtimestamp(start / 1000, dt.UTC),
+        "end": dt.datetime.fromtimestamp(end / 1000, dt.UTC),
+    }
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        rows = conn.execute(queries.series(tables, bucket, tz).encode(), params).fetchall()
+    # as rollup buckets without first/last, which a series does not carry
+    return [
+        (_ms(ts), d, "ROP", avg, lo, hi, n, total, 0.0, 0.0)
+        for ts, d, avg, lo, hi, n, total in rows
+    ]
 
 
 def same_buckets(got: list[Bucket], want: list[Bucket]) -> bool:
@@ -216,6 +239,24 @@ async def test_views_current_values_and_kpis(
             got = read_rollup(questdb.pg_dsn, view, start, end)
             assert same_buckets(got, want), (view.name, got[:3], want[:3], len(got), len(want))
         assert ROLLUP_COLUMNS == ("avg", "min", "max", "count", "sum", "first", "last")
+
+        # (a2) series as the API reads them: 1-minute buckets straight from the view's rows
+        # (one zone's minutes are another's), wider ones re-sampled on the zone's calendar;
+        # Kathmandu (UTC+5:45) puts half-hours and hours at :15 and :45 UTC
+        for bucket, width, tz, offset in (
+            ("1m", MINUTE_MS, "UTC", 0),
+            ("1m", MINUTE_MS, "Asia/Kathmandu", 345 * MINUTE_MS),
+            ("30m", 30 * MINUTE_MS, "Asia/Kathmandu", 345 * MINUTE_MS),
+            ("1h", HOUR_MS, "Asia/Kathmandu", 345 * MINUTE_MS),
+            ("1h", HOUR_MS, "UTC", 0),
+        ):
+            want = [
+                (*b[:8], 0.0, 0.0)
+                for b in expected_rollup(rows, width, offset)
+                if b[2] == "ROP" and start <= b[0] < end
+            ]
+            got = read_series(questdb.pg_dsn, tables, bucket, tz, start, end)
+            assert same_buckets(got, want), (bucket, tz, got[:3], want[:3], len(got), len(want))
 
         # (b) current values: each metric's latest sample
         last_live = base + (STEPS - 1) * STEP_MS
