@@ -4,6 +4,9 @@
     python -m api serve          --config api.toml
     python -m api sync-catalogue --dsn-env DERRICK_PG_DSN --questdb-env DERRICK_QUESTDB_PG
     python -m api tenant  ID NAME [--kind customer|vendor|operator] [--rate-per-s R --burst B]
+                                  [--max-appliances N]
+    python -m api tenant-limits ID [--rate-per-s R] [--burst B]
+                                   [--max-appliances N | --no-appliance-quota]
     python -m api user    TENANT EMAIL ROLE          (prints the user id)
     python -m api key     USER_ID [--label L]        (prints the key once)
     python -m api site    ID TENANT [--timezone Z]
@@ -193,6 +196,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--kind", default="customer", choices=["customer", "vendor", "operator"])
     s.add_argument("--rate-per-s", type=float, default=50.0, help="API requests/s, all keys")
     s.add_argument("--burst", type=int, default=200)
+    s.add_argument("--max-appliances", type=int, help="quota of provisioned appliances")
+    s = sub.add_parser("tenant-limits", help="change a tenant's rate limit or appliance quota")
+    s.add_argument("id")
+    s.add_argument("--rate-per-s", type=float, help="API requests/s, all keys")
+    s.add_argument("--burst", type=int)
+    quota = s.add_mutually_exclusive_group()
+    quota.add_argument("--max-appliances", type=int, help="quota of provisioned appliances")
+    quota.add_argument("--no-appliance-quota", action="store_true", help="lift the quota")
     s = sub.add_parser("user")
     s.add_argument("tenant")
     s.add_argument("email")
@@ -256,6 +267,18 @@ def main(argv: list[str] | None = None) -> int:
                         args.kind,
                         rate_per_s=args.rate_per_s,
                         burst=args.burst,
+                        max_appliances=args.max_appliances,
+                    )
+            case "tenant-limits":
+                with _registry_conn(args) as conn:
+                    registry.set_tenant_limits(
+                        conn,
+                        args.id,
+                        rate_per_s=args.rate_per_s,
+                        burst=args.burst,
+                        max_appliances=(
+                            registry.NO_QUOTA if args.no_appliance_quota else args.max_appliances
+                        ),
                     )
             case "user":
                 with _registry_conn(args) as conn:

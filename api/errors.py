@@ -21,3 +21,7 @@ class RegistryError(ApiError):
 
 class NotFoundError(RegistryError):
     """No such object, or not visible to the caller: never tells which."""
+
+
+class QuotaError(RegistryError):
+    """A tenant's quota refuses the operation (the message says which quota and how to raise it)."""

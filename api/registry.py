@@ -19,13 +19,14 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 import msgspec
 import psycopg
 
 from api import broker_auth, keys, readings
 from api.broker_auth import BrokerCredential, IssuedPassword, ServiceAccount, ServiceRole
-from api.errors import NotFoundError, RegistryError
+from api.errors import NotFoundError, QuotaError, RegistryError
 from core import queries
 from core.ids import IdError, check_appliance_id, check_site_id
 from core.tables import TableSet
@@ -46,15 +47,48 @@ def create_tenant(
     *,
     rate_per_s: float = 50.0,
     burst: int = 200,
+    max_appliances: int | None = None,
 ) -> None:
-    """A tenant; ``rate_per_s``/``burst``: the API allowance all its keys share."""
+    """A tenant; ``rate_per_s``/``burst``: the API allowance all its keys share;
+    ``max_appliances``: how many of its appliances may be provisioned at once (None: no quota).
+    """
     try:
         conn.execute(
-            "INSERT INTO tenants (id, name, kind, rate_per_s, burst) VALUES (%s, %s, %s, %s, %s)",
-            (tenant, name, kind, rate_per_s, burst),
+            "INSERT INTO tenants (id, name, kind, rate_per_s, burst, max_appliances) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (tenant, name, kind, rate_per_s, burst, max_appliances),
         )
     except psycopg.Error as exc:
         raise _refused(exc) from exc
+
+
+#: ``set_tenant_limits(max_appliances=NO_QUOTA)`` removes the appliance quota.
+NO_QUOTA: Final = -1
+
+
+def set_tenant_limits(
+    conn: psycopg.Connection,
+    tenant: str,
+    *,
+    rate_per_s: float | None = None,
+    burst: int | None = None,
+    max_appliances: int | None = None,
+) -> None:
+    """Change a tenant's limits; None leaves one as it is, ``max_appliances=NO_QUOTA`` lifts
+    the appliance quota. Lowering the quota under what is provisioned retires nothing: new
+    provisioning is refused until the count is under it."""
+    quota: object = None if max_appliances == NO_QUOTA else max_appliances
+    try:
+        cur = conn.execute(
+            "UPDATE tenants SET rate_per_s = coalesce(%s, rate_per_s), "
+            "burst = coalesce(%s, burst), "
+            "max_appliances = CASE WHEN %s THEN %s ELSE max_appliances END WHERE id = %s",
+            (rate_per_s, burst, max_appliances is not None, quota, tenant),
+        )
+    except psycopg.Error as exc:
+        raise _refused(exc) from exc
+    if cur.rowcount != 1:
+        raise NotFoundError(f"tenant {tenant!r} is not registered")
 
 
 def create_user(conn: psycopg.Connection, tenant: str, email: str, role: keys.Role) -> int:
@@ -212,8 +246,16 @@ def provision(conn: psycopg.Connection, appliance: str) -> IssuedPassword:
     issued = broker_auth.issue(appliance)
     c = issued.credential
     with conn.transaction():
-        if conn.execute("SELECT 1 FROM sites WHERE id = %s", (site,)).fetchone() is None:
+        # the tenant's row locked: concurrent provisioning of one tenant is serialised, so its
+        # quota cannot be overrun by a race
+        owner = conn.execute(
+            "SELECT t.id, t.max_appliances FROM sites s JOIN tenants t ON t.id = s.tenant_id "
+            "WHERE s.id = %s FOR UPDATE OF t",
+            (site,),
+        ).fetchone()
+        if owner is None:
             raise NotFoundError(f"site {site!r} is not registered")
+        _check_appliance_quota(conn, owner[0], owner[1], appliance)
         conn.execute(
             "INSERT INTO appliances (id, site_id, state, provisioned_at) "
             "VALUES (%s, %s, 'provisioned', now()) ON CONFLICT (id) DO UPDATE SET "
@@ -229,6 +271,27 @@ def provision(conn: psycopg.Connection, appliance: str) -> IssuedPassword:
         )
     log.info("provisioned %s (MQTT credential issued)", appliance)
     return issued
+
+
+def _check_appliance_quota(
+    conn: psycopg.Connection, tenant: str, quota: int | None, appliance: str
+) -> None:
+    """Refuse a new provisioned appliance over ``tenant``'s quota (rotating the credential of
+    one already provisioned is always allowed)."""
+    if quota is None:
+        return
+    row = conn.execute(
+        "SELECT count(*) FROM appliances a JOIN sites s ON s.id = a.site_id "
+        "WHERE s.tenant_id = %s AND a.state = 'provisioned' AND a.id <> %s",
+        (tenant, appliance),
+    ).fetchone()
+    provisioned = row[0] if row else 0
+    if provisioned >= quota:
+        raise QuotaError(
+            f"cannot provision {appliance}: tenant {tenant} has {provisioned} appliance(s) "
+            f"provisioned and a quota of {quota}; retire one, or raise the quota with "
+            f"'python -m api tenant-limits {tenant} --max-appliances N'"
+        )
 
 
 def retire(conn: psycopg.Connection, appliance: str) -> None:

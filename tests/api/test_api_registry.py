@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiomqtt
@@ -12,10 +17,12 @@ import pytest
 from psycopg import sql
 
 from api import broker_auth, keys, migrate, registry
-from api.errors import MigrationError, NotFoundError, RegistryError
+from api.errors import MigrationError, NotFoundError, QuotaError, RegistryError
 from harness import Mosquitto, Postgres
 
 pytestmark = [pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_migrations_apply_once_and_are_recorded(postgres: Postgres, tmp_path: Path) -> None:
@@ -163,3 +170,104 @@ async def test_provisioned_node_is_confined_to_its_topics_and_retired_node_is_lo
         assert await _connects(port, "s101-a002", a2.password)
     states = registry.appliance_states(reg_conn, ["s101-a001", "s101-a002"])
     assert states == {"s101-a001": "retired", "s101-a002": "provisioned"}
+
+
+def test_tenant_appliance_quota_refuses_provisioning_over_it(
+    reg_conn: psycopg.Connection, registry_dsn: str
+) -> None:
+    registry.create_tenant(reg_conn, "quota", "Quota Drilling", max_appliances=2)
+    registry.create_site(reg_conn, "s301", "quota")
+    registry.create_site(reg_conn, "s302", "quota")
+    registry_tenant(reg_conn, "other")  # no quota
+    registry.create_site(reg_conn, "s303", "other")
+    registry.provision(reg_conn, "s301-a001")
+    registry.provision(reg_conn, "s302-a001")  # the quota counts across the tenant's sites
+    with pytest.raises(QuotaError) as refused:
+        registry.provision(reg_conn, "s301-a002")
+    assert str(refused.value) == (
+        "cannot provision s301-a002: tenant quota has 2 appliance(s) provisioned and a quota "
+        "of 2; retire one, or raise the quota with "
+        "'python -m api tenant-limits quota --max-appliances N'"
+    )
+
+    def states() -> dict[str, str]:
+        rows = reg_conn.execute("SELECT id, state FROM appliances ORDER BY id").fetchall()
+        return dict(rows)
+
+    assert states() == {"s301-a001": "provisioned", "s302-a001": "provisioned"}  # nothing half-done
+    registry.provision(reg_conn, "s301-a001")  # rotating a provisioned one's password: allowed
+    for i in range(1, 6):
+        registry.provision(reg_conn, f"s303-a00{i}")  # another tenant's count is its own
+    registry.retire(reg_conn, "s302-a001")
+    registry.provision(reg_conn, "s301-a002")  # a retired one frees its place
+
+    # lowered under what is provisioned: nothing retired, new ones refused
+    registry.set_tenant_limits(reg_conn, "quota", max_appliances=1)
+    assert states()["s301-a002"] == "provisioned"
+    with pytest.raises(QuotaError, match=r"has 2 appliance\(s\) provisioned and a quota of 1"):
+        registry.provision(reg_conn, "s302-a001")
+    registry.set_tenant_limits(reg_conn, "quota", max_appliances=registry.NO_QUOTA)
+    registry.provision(reg_conn, "s302-a001")
+    with pytest.raises(NotFoundError, match="tenant 'nobody'"):
+        registry.set_tenant_limits(reg_conn, "nobody", max_appliances=3)
+    with pytest.raises(RegistryError):
+        registry.set_tenant_limits(reg_conn, "quota", max_appliances=-5)
+
+
+def test_concurrent_provisioning_cannot_overrun_the_quota(
+    reg_conn: psycopg.Connection, registry_dsn: str
+) -> None:
+    """Eight connections provision eight appliances at once for a tenant with three places
+    left: exactly three get credentials (the tenant's row is locked while counting)."""
+    registry.create_tenant(reg_conn, "race", "Race Drilling", max_appliances=4)
+    registry.create_site(reg_conn, "s401", "race")
+    registry.provision(reg_conn, "s401-a001")
+    barrier = threading.Barrier(8)
+
+    def provision(i: int) -> str:
+        with psycopg.connect(registry_dsn, autocommit=True) as conn:
+            barrier.wait(timeout=30)
+            try:
+                registry.provision(conn, f"s401-a1{i:02d}")
+            except QuotaError:
+                return "refused"
+            return "provisioned"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(provision, range(8)))
+    assert sorted(outcomes) == ["provisioned"] * 3 + ["refused"] * 5
+    count = reg_conn.execute(
+        "SELECT count(*) FROM appliances a JOIN mqtt_credentials c ON c.appliance_id = a.id "
+        "WHERE a.site_id = 's401' AND a.state = 'provisioned'"
+    ).fetchone()
+    assert count == (4,)
+
+
+def test_tenant_limits_command(registry_dsn: str, reg_conn: psycopg.Connection) -> None:
+    env = {**os.environ, "DERRICK_PG_DSN": registry_dsn}
+
+    def api(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "api", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+
+    assert api("tenant", "cli", "CLI Drilling", "--max-appliances", "1").returncode == 0
+    assert api("site", "s501", "cli").returncode == 0
+    assert api("provision", "s501-a001").returncode == 0
+    refused = api("provision", "s501-a002")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "error: cannot provision s501-a002: tenant cli has 1 appliance(s) provisioned and a "
+        "quota of 1; retire one, or raise the quota with "
+        "'python -m api tenant-limits cli --max-appliances N'"
+    )
+    done = api("tenant-limits", "cli", "--max-appliances", "2", "--rate-per-s", "7.5")
+    assert done.returncode == 0, done.stderr
+    assert api("provision", "s501-a002").returncode == 0
+    row = reg_conn.execute(
+        "SELECT max_appliances, rate_per_s, burst FROM tenants WHERE id = 'cli'"
+    ).fetchone()
+    assert row == (2, 7.5, 200)
+    assert api("tenant-limits", "cli", "--no-appliance-quota").returncode == 0
+    assert api("provision", "s501-a003").returncode == 0
+    missing = api("tenant-limits", "nobody", "--burst", "5")
+    assert missing.returncode == 1 and "tenant 'nobody' is not registered" in missing.stderr
