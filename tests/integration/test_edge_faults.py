@@ -463,3 +463,31 @@ def test_stalled_worker_under_alarm_load_loses_nothing(rig: Rig) -> None:
     rig.wait_all_acked(180)
     rig.assert_nothing_lost_nothing_doubled()
     assert all(rig.acked(a) > stalled[a] for a in rig.edges)
+
+
+def test_wedged_broker_under_alarm_load_loses_nothing(rig: Rig, mosquitto: Mosquitto) -> None:
+    """Brown-out (issue 9, limits), broker saturated: the broker stops serving for 20 s
+    (SIGSTOP: connections stay open, nothing is read or answered, as a broker pinned at 100 %
+    CPU or swapping would) under two nodes at the alarm rate. The agents keep sampling and
+    queueing while their publishes go nowhere, nobody intervenes, and when the broker serves
+    again every reading of the stall is stored exactly once and acknowledged."""
+    rig.add_edge(31)
+    rig.add_edge(32)
+    rig.start()
+    time.sleep(3)
+    wedged_at = time.time_ns() // 1_000_000
+    mosquitto.process.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(20)
+    finally:
+        mosquitto.process.send_signal(signal.SIGCONT)
+    freed_at = time.time_ns() // 1_000_000
+    rig.wait_all_acked(180)
+    rig.assert_nothing_lost_nothing_doubled()
+    stored = set(rig.stored())
+    for node in rig.edges:
+        # the agents sampled through the stall: 16 sensors at 3000/min = 50/s each
+        during = rows_between(stored, node, wedged_at + 1000, freed_at - 1000)
+        assert during >= 0.9 * 50 * ((freed_at - wedged_at - 2000) / 1000), (node, during)
+    for edge in rig.edges.values():
+        assert edge.running  # recovered without a restart
