@@ -491,3 +491,45 @@ def test_wedged_broker_under_alarm_load_loses_nothing(rig: Rig, mosquitto: Mosqu
         assert during >= 0.9 * 50 * ((freed_at - wedged_at - 2000) / 1000), (node, during)
     for edge in rig.edges.values():
         assert edge.running  # recovered without a restart
+
+
+def test_frozen_questdb_stops_acknowledgements_and_loses_nothing(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """Brown-out (issue 9, limits), QuestDB slow: it stops answering for 20 s (SIGSTOP: its
+    HTTP port accepts connections, requests hang until the client's timeout), which is how
+    a QuestDB stalled in a long GC or starved of I/O looks to the worker, unlike a refused
+    connection. The worker acknowledges nothing meanwhile, keeps at most ``max_pending_rows``
+    in memory, and once QuestDB answers again every reading is stored exactly once with no
+    operator action."""
+    with QuestDB(tmp_path / "questdb") as questdb:
+        rig = Rig(tmp_path, mosquitto, questdb)
+        rig.ingest = ingest_process(
+            tmp_path / "ingest",
+            mqtt_port=mosquitto.port,
+            ilp_conf=questdb.ilp_conf + "retry_timeout=500;request_timeout=2000;",
+            pg_dsn=questdb.pg_dsn,
+            table_prefix=rig.prefix,
+            extra="flush_interval_ms = 100\nmax_pending_rows = 1000\nack_interval_ms = 1000",
+        )
+        try:
+            rig.add_edge(41)
+            rig.add_edge(42)
+            rig.start()
+            time.sleep(3)
+            questdb.process.send_signal(signal.SIGSTOP)
+            try:
+                time.sleep(5)
+                stalled = {a: rig.acked(a) for a in rig.edges}
+                time.sleep(15)
+                assert {a: rig.acked(a) for a in rig.edges} == stalled  # nothing acknowledged
+            finally:
+                questdb.process.send_signal(signal.SIGCONT)
+            log = (tmp_path / "ingest" / "ingest.log").read_text()
+            assert "not acknowledging, retrying with backoff" in log
+            assert rig.ingest.running
+            rig.wait_all_acked(180)
+            rig.assert_nothing_lost_nothing_doubled()
+            assert all(rig.acked(a) > stalled[a] for a in rig.edges)
+        finally:
+            rig.stop()
