@@ -439,7 +439,8 @@ async def questdb_alone(
         async def one(i: int, rnd: random.Random) -> int:
             n = 0
             for sql, params in ep.sql(rnd, dt.datetime.now(dt.UTC)):
-                cur = await conns[i].execute(sql.encode(), params)
+                cur = conns[i].cursor(binary=True)  # as the API's reader
+                await cur.execute(sql.encode(), params)
                 n += len(await cur.fetchall())
             return n
 
@@ -542,6 +543,8 @@ def run(args: argparse.Namespace) -> Result:
                 url = f"http://127.0.0.1:{port}"
                 wait_http(url + "/health", api)
                 eps = endpoints(data.tables, appliance_ids(size.appliances))
+                if args.only:
+                    eps = [ep for ep in eps if any(o in ep.name for o in args.only)]
                 results = []
                 warmup = min(2.0, args.seconds / 3)
                 for ep in eps:
@@ -640,6 +643,10 @@ def main() -> int:
         "shared.worker.nap.threshold=100",
     )  # fmt: skip
     parser.add_argument("--save", type=Path, help="also write the JSON report to this file")
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="TEXT",
+        help="only the endpoints whose name contains TEXT (repeatable), e.g. --only series",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.seconds is None:
         args.seconds = 10.0 if args.rows == "full" else 1.0

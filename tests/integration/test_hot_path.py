@@ -258,6 +258,12 @@ async def test_views_current_values_and_kpis(
             got = read_series(questdb.pg_dsn, tables, bucket, tz, start, end)
             assert same_buckets(got, want), (bucket, tz, got[:3], want[:3], len(got), len(want))
 
+        # the rollup views ingest created are indexed on node: a series or a window of one
+        # appliance reads its rows, not whole partitions of the fleet
+        for view in (tables.telemetry_1m, tables.telemetry_1h, tables.telemetry_1d):
+            sql = f"SELECT \"column\" FROM table_columns('{view.name}') WHERE indexed"
+            assert questdb.exec_sql(sql)["dataset"] == [["node"]], view.name
+
         # (b) current values: each metric's latest sample
         last_live = base + (STEPS - 1) * STEP_MS
         want_current = {
