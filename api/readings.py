@@ -21,6 +21,7 @@ from functools import cache
 from typing import Any, Literal
 
 import msgspec
+from psycopg.types.datetime import TimestamptzBinaryLoader
 from psycopg_pool import AsyncConnectionPool
 
 from core import queries
@@ -152,6 +153,10 @@ class Reader:
         instead of 1.6; docs/benchmarks.md, API)."""
         async with self._pool.connection() as conn:
             cur = conn.cursor(binary=True)
+            # QuestDB's timestamps are UTC instants: read them as aware datetimes (in the
+            # session zone QuestDB reports, GMT) at once, cheaper than making naive ones
+            # aware afterwards (0.7 ms for 1,436 rows)
+            cur.adapters.register_loader("timestamp", TimestamptzBinaryLoader)
             await cur.execute(sql.encode(), params)
             rows: list[tuple[Any, ...]] = await cur.fetchall()
             return rows
@@ -198,7 +203,7 @@ class Reader:
             "tz": tz,
         }
         rows = await self._rows(queries.series(self.tables, bucket, tz), params)
-        return [Bucket(utc(r[0]), r[1], r[2], r[3], r[4], int(r[5]), r[6]) for r in rows]
+        return [Bucket(*r) for r in rows]  # ts already aware (_rows); count is a long
 
     async def totals(
         self, site: str, node: str, start: dt.datetime, end: dt.datetime, *, to_now: bool = False
