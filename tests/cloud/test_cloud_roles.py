@@ -188,6 +188,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
         "alerts_mqtt": alerts_password,
         # the notifier's SMTP login: rendered, never used (no e-mail target in the lab)
         "smtp": secrets.token_urlsafe(12),
+        "emqx_auth": secrets.token_urlsafe(18),
     }
     qdb_dsn = (
         f"host=127.0.0.1 port={ports['qdb_pg']} dbname=qdb user=admin"
@@ -229,6 +230,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
         "cloud_postgres_registry_database": database,
         "cloud_postgres_registry_user": database,
         "cloud_postgres_registry_password": lab_secrets["registry"],
+        "cloud_postgres_emqx_auth_user": f"emqx_{database}",
+        "cloud_postgres_emqx_auth_password": lab_secrets["emqx_auth"],
         "cloud_ingest_workers": 2,
         "cloud_ingest_shared_group": "derrick-ingest",
         "cloud_ingest_mqtt_port": ports["mqtt"],
@@ -577,6 +580,26 @@ def test_registry_is_created_and_migrated(lab: Lab) -> None:
         }
     assert owner == (lab.registry_database,)
     assert {"tenants", "sites", "appliances"} <= tables
+
+
+def test_emqx_role_reads_the_broker_views_and_nothing_else(lab: Lab) -> None:
+    """The role broker/emqx/emqx.conf logs in as: its two queries work, the tables behind
+    them (salted hashes, API keys) are refused."""
+    pg = lab.postgres
+    dsn = (
+        f"host={pg.host} port={pg.port} dbname={lab.registry_database}"
+        f" user=emqx_{lab.registry_database} password={lab.secrets['emqx_auth']}"
+    )
+    conf = (REPO / "broker" / "emqx" / "emqx.conf").read_text()
+    queries = re.findall(r'query = "(SELECT [^"]+)"', conf)
+    assert len(queries) == 2, queries
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for query in queries:
+            # EMQX's ${username} placeholder, bound here as psycopg's
+            assert conn.execute(query.replace("${username}", "%s"), ("nobody",)).fetchall() == []
+        for table in ("mqtt_credentials", "mqtt_service_accounts", "api_keys", "tenants"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"SELECT * FROM {table} LIMIT 1")
 
 
 # -- the services, started from the rendered files ---------------------------------------------
