@@ -264,7 +264,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
         "cloud_broker_mosquitto_user": "mosquitto",
     }
     cookie = secrets.token_hex(16)
-    emqx = {"cloud_broker_kind": "emqx", "cloud_broker_emqx_secrets": {"EMQX_NODE_COOKIE": cookie}}
+    certs = base / "emqx-certs"  # stand-ins: check mode reads them, EMQX never does here
+    certs.mkdir()
+    for name in ("ca.pem", "server.pem", "server.key", "site-ca.pem", "pg-ca.pem"):
+        (certs / name).write_text(f"stand-in {name}\n")
+    emqx = {
+        "cloud_broker_kind": "emqx",
+        "cloud_broker_emqx_secrets": {"EMQX_NODE_COOKIE": cookie},
+        "cloud_broker_emqx_certs": {p.name: str(p) for p in sorted(certs.iterdir())},
+    }
     check_inventory = base / "check-inventory.yml"
     _write_inventory(check_inventory, check_vars, brokers={"emqx1": emqx})
     try:
@@ -294,6 +302,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
         with psycopg.connect(pg.dsn_for("postgres"), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             admin.execute(f'DROP ROLE IF EXISTS "{database}"')
+            admin.execute(f'DROP ROLE IF EXISTS "emqx_{database}"')
 
 
 # -- starting what was rendered, as systemd would ---------------------------------------------
@@ -734,6 +743,12 @@ def test_check_mode_with_packages_accounts_and_emqx_passes(lab: Lab) -> None:
     run = lab.check.result()
     _assert_ok(run)
     assert set(_recap(run)) == {"lab", "emqx1"}
+    # the EMQX node gets every TLS file emqx.conf names (and the role refuses to go on
+    # without them: cloud_broker_emqx_required_certs)
+    tls = run.stdout.split("TASK [cloud_broker : Install the TLS files emqx.conf names]")[1]
+    tls = tls.split("TASK [")[0]
+    for name in ("ca.pem", "server.pem", "server.key", "site-ca.pem", "pg-ca.pem"):
+        assert f"(item={name})" in tls, tls
     assert list(lab.check_root.iterdir()) == [], "check mode wrote files"
 
 
