@@ -22,6 +22,7 @@ from alerts.evaluator import AlertEvaluator
 from alerts.notify import Notifier
 from alerts.store import AlertStore
 from core.config import ConfigError, secret_from_env
+from core.logformat import LOG_FORMATS, configure_logging
 from core.runtime import run_until_signal
 
 log = logging.getLogger("alerts")
@@ -62,12 +63,11 @@ def _secrets(cfg: AlertsConfig) -> dict[str, str | None]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m alerts", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run").add_argument("--config", type=Path, required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level.upper(), args.log_format)
     try:
         cfg = load_config(args.config)
         secrets = _secrets(cfg)

@@ -158,7 +158,16 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
         pg.restart()
     ports = {
         name: allocate_port()
-        for name in ("mqtt", "qdb_http", "qdb_http_min", "qdb_pg", "qdb_ilp", "api", "ingest_1")
+        for name in (
+            "mqtt",
+            "qdb_http",
+            "qdb_http_min",
+            "qdb_pg",
+            "qdb_ilp",
+            "api",
+            "api_metrics",
+            "ingest_1",
+        )
     }
     mqtt_password, edge_password = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
     alerts_password = secrets.token_urlsafe(18)
@@ -241,6 +250,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
         # Worker n serves its metrics on base + n: worker 1 (the one started) gets a free port.
         "cloud_ingest_metrics_port_base": ports["ingest_1"] - 1,
         "cloud_api_port": ports["api"],
+        "cloud_api_metrics_port": ports["api_metrics"],
         "cloud_api_registry_dsn": registry_dsn,
         "cloud_api_questdb_dsn": qdb_dsn,
         "cloud_alerts_mqtt_port": ports["mqtt"],
@@ -671,6 +681,22 @@ def test_api_is_healthy_and_ready(lab: Lab, services: Services) -> None:
     assert _http_status(f"{api}/health") == 200
     # ready = the registry and QuestDB answer with the connection strings from api.env
     assert _http_status(f"{api}/ready") == 200
+    # latency per route on the metrics listener the role rendered, not on the API's port
+    with urllib.request.urlopen(f"http://127.0.0.1:{lab.ports['api_metrics']}/metrics") as r:
+        exposition = r.read().decode()
+    assert 'path="/ready"' in exposition, exposition[:2000]
+    assert _http_status(f"{api}/metrics") == 404
+
+
+def test_services_log_one_json_object_a_line(lab: Lab, services: Services) -> None:
+    """The units run every service with --log-format json (for journald and a log shipper)."""
+    for name in ("api", "ingest-1", "alerts"):
+        text = (lab.root / f"{name}.out").read_text()
+        # every line but the harness's own start marker
+        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("==== ")]
+        assert lines, name
+        records = [json.loads(line) for line in lines]
+        assert all({"ts", "level", "logger", "message"} <= r.keys() for r in records), records[:3]
 
 
 def test_alert_evaluator_opens_an_alert_from_the_broker(lab: Lab, services: Services) -> None:
