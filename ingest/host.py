@@ -308,7 +308,7 @@ class PrimaryHost:
     def _store(self, outcome: Outcome) -> None:
         rows = self._current
         assert rows is not None
-        pending = rows.rows + sum(r.rows for r in self._failed)
+        pending = self.pending_rows()
         for dead in outcome.dead_letters:
             rows.add_dead_letter(dead)
         if outcome.catalogue:
@@ -380,6 +380,12 @@ class PrimaryHost:
             if time.monotonic() - gaps_checked >= gap_every:
                 gaps_checked = time.monotonic()
                 await self._check_gaps()
+
+    def pending_rows(self) -> int:
+        """Rows held in memory, not yet accepted by QuestDB (bounded by ``max_pending_rows``
+        plus one message's worth: a message is shed when the bound is reached)."""
+        current = self._current
+        return (current.rows if current is not None else 0) + sum(r.rows for r in self._failed)
 
     async def flush(self) -> bool:
         """Flush everything pending; acknowledge what QuestDB accepted. True if all went."""

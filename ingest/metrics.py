@@ -14,7 +14,8 @@ Series (all prefixed ``derrick_ingest_``):
   ``flush_failures_total``, ``dead_letters_total{reason}``;
 - ``ack_age_seconds{group,node}``: time since the node was last acknowledged (the
   "acknowledgement lag": grows while a node sends and nothing it sent is stored);
-- ``nodes`` (known nodes), ``online`` (1 while the Primary Host STATE is online).
+- ``nodes`` (known nodes), ``online`` (1 while the Primary Host STATE is online),
+  ``pending_rows`` (held in memory until QuestDB accepts them; ``max_pending_rows`` bounds it).
 
 Readiness: ``/ready`` on the same listener answers 200 ``ready`` when the Primary Host is
 online (connected to the broker, STATE online published) and no QuestDB flush failed within
@@ -66,6 +67,8 @@ class HostView(Protocol):
 
     def online(self) -> bool: ...
 
+    def pending_rows(self) -> int: ...
+
 
 class _PrimaryHostView:
     def __init__(self, host: PrimaryHost) -> None:
@@ -79,6 +82,9 @@ class _PrimaryHostView:
 
     def online(self) -> bool:
         return self._host.online.is_set()
+
+    def pending_rows(self) -> int:
+        return self._host.pending_rows()
 
 
 def _copy(read: Callable[[], T], attempts: int = 5) -> T:
@@ -122,6 +128,11 @@ class IngestCollector(Collector):
             "derrick_ingest_online",
             "1 while this worker's Primary Host STATE is online",
             value=1 if self._host.online() else 0,
+        )
+        yield GaugeMetricFamily(
+            "derrick_ingest_pending_rows",
+            "rows held in memory until QuestDB accepts them (bounded by max_pending_rows)",
+            value=_copy(self._host.pending_rows),
         )
 
 

@@ -47,6 +47,9 @@ class _World:
     def online(self) -> bool:
         return True
 
+    def pending_rows(self) -> int:
+        return 0
+
 
 def _names(text: str) -> set[str]:
     out = set()

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,7 @@ import pytest
 from harness import Mosquitto, QuestDB
 from harness.derrick import ALL_TAGS, EdgeSpec, SimulatedDevice, edge_process, ingest_process
 from harness.observer import Row, SparkplugObserver
+from harness.ports import allocate_port
 from harness.process import ManagedProcess
 from harness.proxy import ProxyProcess
 
@@ -502,6 +505,7 @@ def test_frozen_questdb_stops_acknowledgements_and_loses_nothing(
     connection. The worker acknowledges nothing meanwhile, keeps at most ``max_pending_rows``
     in memory, and once QuestDB answers again every reading is stored exactly once with no
     operator action."""
+    metrics_port = allocate_port()
     with QuestDB(tmp_path / "questdb") as questdb:
         rig = Rig(tmp_path, mosquitto, questdb)
         rig.ingest = ingest_process(
@@ -510,8 +514,19 @@ def test_frozen_questdb_stops_acknowledgements_and_loses_nothing(
             ilp_conf=questdb.ilp_conf + "retry_timeout=500;request_timeout=2000;",
             pg_dsn=questdb.pg_dsn,
             table_prefix=rig.prefix,
-            extra="flush_interval_ms = 100\nmax_pending_rows = 1000\nack_interval_ms = 1000",
+            extra="flush_interval_ms = 100\nmax_pending_rows = 1000\nack_interval_ms = 1000\n"
+            f"\n[metrics]\nport = {metrics_port}",
         )
+
+        def scrape() -> dict[str, float]:
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+            return {
+                name: float(value)
+                for name, value in re.findall(r"^(derrick_ingest_\w+) (\S+)$", text, re.M)
+            }
+
         try:
             rig.add_edge(41)
             rig.add_edge(42)
@@ -521,8 +536,17 @@ def test_frozen_questdb_stops_acknowledgements_and_loses_nothing(
             try:
                 time.sleep(5)
                 stalled = {a: rig.acked(a) for a in rig.edges}
-                time.sleep(15)
+                pending: list[float] = []
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    pending.append(scrape()["derrick_ingest_pending_rows"])
+                    time.sleep(0.5)
                 assert {a: rig.acked(a) for a in rig.edges} == stalled  # nothing acknowledged
+                # memory bounded: the rows held reach the bound and stay within one message
+                # of it (an agent's message holds max_metrics_per_message = 500 at most), the
+                # rest is shed, unacknowledged
+                assert 1000 <= max(pending) < 1000 + 500, pending
+                assert scrape()["derrick_ingest_shed_messages_total"] > 0
             finally:
                 questdb.process.send_signal(signal.SIGCONT)
             log = (tmp_path / "ingest" / "ingest.log").read_text()
