@@ -106,6 +106,33 @@ async def test_ready_when_both_stores_answer(
 
 
 @pytest.mark.asyncio
+async def test_not_ready_with_503_naming_the_store_that_is_gone(
+    world: w.World, questdb: QuestDB
+) -> None:
+    """The app with QuestDB's pool pointing at a port nobody answers on: /ready is 503 and
+    names QuestDB, /health stays 200 (the process is alive; the balancer takes it out)."""
+    pg: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        world.registry_dsn, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False
+    )
+    gone: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        f"postgresql://admin@127.0.0.1:{allocate_port()}/qdb?connect_timeout=1",
+        min_size=0,
+        max_size=1,
+        kwargs={"autocommit": True},
+        open=False,
+    )
+    services = Services(
+        Access(pg), Reader(gone, world.tables, w.KPI_GROUP), pools=[pg, gone],
+        clock=lambda: world.now,
+    )  # fmt: skip
+    async with AsyncTestClient(create_app(services)) as client:
+        r = await client.get("/ready")
+        assert r.status_code == 503, r.text
+        assert r.json() == {"status": "not ready", "postgres": True, "questdb": False}
+        assert (await client.get("/health")).status_code == 200
+
+
+@pytest.mark.asyncio
 async def test_metrics_per_route_template_on_their_own_port(
     built: tuple[_App, AsyncTestClient[Litestar]], world: w.World, metrics_port: int
 ) -> None:

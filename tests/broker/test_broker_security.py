@@ -179,3 +179,20 @@ async def test_impersonation_cross_site_and_role_abuse_are_refused_over_tls(
                 ("spBv1.0/STATE/derrick", b'{"online":true}'),
                 ("spBv1.0/s101/NCMD/s101-a001", b"host"),
             ]
+
+            # the Primary Host cannot speak for a node: births, data and deaths of a site's
+            # nodes are refused; its own KPI node's group is the only data it may publish
+            seen.clear()
+            async with tls.client("api-live") as reader:
+                await reader.subscribe("spBv1.0/#", qos=1)
+                for topic in (
+                    "spBv1.0/s101/NBIRTH/s101-a001",
+                    "spBv1.0/s101/NDATA/s101-a001",
+                    "spBv1.0/s101/DDATA/s101-a001/daq",
+                    "spBv1.0/s101/NDEATH/s101-a001",
+                    "spBv1.0/s102/DBIRTH/s102-a001/daq",
+                    "spBv1.0/derrick-cloud/NDATA/kpi-w0",  # allowed: arrives
+                ):
+                    await host.publish(topic, b"host", qos=1)
+                await _topics_until(reader, "spBv1.0/derrick-cloud/NDATA/kpi-w0", seen)
+            assert seen == ["spBv1.0/derrick-cloud/NDATA/kpi-w0"]
