@@ -82,6 +82,16 @@ def s3proxy_jar() -> Path:
     return jar
 
 
+def promtool_binary() -> Path:
+    """Prometheus's ``promtool`` (``DERRICK_PROMTOOL``; the bootstrap unpacks Debian's)."""
+    if configured := _setting("DERRICK_PROMTOOL"):
+        return _existing(configured, "promtool", "DERRICK_PROMTOOL")
+    found = shutil.which("promtool")
+    if found:
+        return Path(found)
+    raise ToolNotFoundError(f"promtool not found ({_BOOTSTRAP_HINT})")
+
+
 def mosquitto_binary() -> Path:
     """The ``mosquitto`` broker executable (``DERRICK_MOSQUITTO``)."""
     if configured := _setting("DERRICK_MOSQUITTO"):

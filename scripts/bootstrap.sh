@@ -113,6 +113,32 @@ done
 [[ -n "$PG_BINDIR" ]] || die "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin (apt-get install postgresql)"
 log "postgresql server binaries: $PG_BINDIR"
 
+# ---------------------------------------------------------------- promtool (Debian's prometheus)
+# The alert rules are evaluated by promtool in the tests. Only the binary is wanted, not a
+# Prometheus service on port 9090: the Debian package is downloaded and unpacked into the
+# cache, never installed.
+PROMTOOL_DIR="$DERRICK_CACHE/prometheus"
+PROMTOOL_BIN="$PROMTOOL_DIR/usr/bin/promtool"
+if [[ -x "$PROMTOOL_BIN" ]] && "$PROMTOOL_BIN" --version >/dev/null 2>&1; then
+    log "promtool: already present ($PROMTOOL_BIN)"
+else
+    if [[ "$APT_UPDATED" -eq 0 ]] && ! apt-cache show prometheus >/dev/null 2>&1; then
+        log "apt-get update"
+        "${SUDO[@]}" apt-get update -qq
+        APT_UPDATED=1
+    fi
+    deb_dir="$(mktemp -d)"
+    chmod 0777 "$deb_dir"  # apt's download user writes here
+    log "promtool: apt-get download prometheus"
+    (cd "$deb_dir" && apt-get download -qq prometheus >/dev/null 2>&1) \
+        || die "apt-get download prometheus failed (Debian's prometheus package gives promtool)"
+    rm -rf "$PROMTOOL_DIR"
+    dpkg-deb -x "$deb_dir"/prometheus_*.deb "$PROMTOOL_DIR" || die "could not unpack prometheus"
+    rm -rf "$deb_dir"
+    [[ -x "$PROMTOOL_BIN" ]] || die "promtool not in Debian's prometheus package"
+    log "promtool: installed ($PROMTOOL_BIN, $("$PROMTOOL_BIN" --version 2>&1 | head -n1))"
+fi
+
 # ---------------------------------------------------------------- Java >= 17
 java_major() {
     # Prints the feature version of the java binary $1, or nothing.
@@ -237,6 +263,7 @@ DERRICK_QUESTDB_JAR=$QDB_JAR
 DERRICK_S3PROXY_JAR=$S3PROXY_JAR
 DERRICK_MOSQUITTO=$MOSQUITTO_BIN
 DERRICK_PG_BINDIR=$PG_BINDIR
+DERRICK_PROMTOOL=$PROMTOOL_BIN
 EOF
 chmod 0644 "$tmp_env"
 mv -f "$tmp_env" "$ENV_FILE"
