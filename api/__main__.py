@@ -9,6 +9,7 @@
                                    [--max-appliances N | --no-appliance-quota]
     python -m api user    TENANT EMAIL ROLE          (prints the user id)
     python -m api key     USER_ID [--label L]        (prints the key once)
+    python -m api revoke-key KEY_ID                  (the key id: dk_<id>_..., never the secret)
     python -m api site    ID TENANT [--timezone Z]
     python -m api provision APPLIANCE                (prints the MQTT password once)
     python -m api retire    APPLIANCE
@@ -211,6 +212,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("key")
     s.add_argument("user_id", type=int)
     s.add_argument("--label", default="")
+    s = sub.add_parser("revoke-key", help="revoke an API key by its id")
+    s.add_argument("key_id")
     s = sub.add_parser("site")
     s.add_argument("id")
     s.add_argument("tenant")
@@ -287,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
                 with _registry_conn(args) as conn:
                     issued = registry.issue_api_key(conn, args.user_id, args.label)
                 print(issued.plaintext)
+            case "revoke-key":
+                with _registry_conn(args) as conn:
+                    registry.revoke_api_key(conn, args.key_id)
             case "site":
                 with _registry_conn(args) as conn:
                     registry.create_site(conn, args.id, args.tenant, args.name, args.timezone)

@@ -126,12 +126,14 @@ def issue_api_key(
 
 
 def revoke_api_key(conn: psycopg.Connection, key_id: str) -> None:
+    """Revoke a key (the API refuses it once its cached principal expires, ``cache_s``)."""
     cur = conn.execute(
         "UPDATE api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL",
         (key_id,),
     )
     if cur.rowcount != 1:
         raise NotFoundError(f"no active API key {key_id!r}")
+    log.info("revoked API key %s", key_id)
 
 
 def create_site(

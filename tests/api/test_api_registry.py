@@ -168,6 +168,19 @@ async def test_provisioned_node_is_confined_to_its_topics_and_retired_node_is_lo
         await asyncio.sleep(0.5)
         assert not await _connects(port, "s101-a001", a1.password)
         assert await _connects(port, "s101-a002", a2.password)
+
+        # rotation (docs/runbooks/rotate-credentials.md): re-provisioning an appliance and
+        # re-issuing a service account; after broker-files + SIGHUP only the new ones work
+        a2_new = registry.provision(reg_conn, "s101-a002")
+        svc_new = registry.create_service_account(reg_conn, "ingest")
+        assert a2_new.password != a2.password and svc_new.password != svc.password
+        registry.write_broker_files(reg_conn, tmp_path / "auth")
+        broker.reload()
+        await asyncio.sleep(0.5)
+        assert not await _connects(port, "s101-a002", a2.password)
+        assert await _connects(port, "s101-a002", a2_new.password)
+        assert not await _connects(port, "ingest", svc.password)
+        assert await _connects(port, "ingest", svc_new.password)
     states = registry.appliance_states(reg_conn, ["s101-a001", "s101-a002"])
     assert states == {"s101-a001": "retired", "s101-a002": "provisioned"}
 
@@ -271,3 +284,18 @@ def test_tenant_limits_command(registry_dsn: str, reg_conn: psycopg.Connection) 
     assert api("provision", "s501-a003").returncode == 0
     missing = api("tenant-limits", "nobody", "--burst", "5")
     assert missing.returncode == 1 and "tenant 'nobody' is not registered" in missing.stderr
+
+    # an API key rotated from the command line: a new one printed once, the old revoked
+    user = api("user", "cli", "ops@cli.example", "customer_admin")
+    assert user.returncode == 0, user.stderr
+    old = api("key", user.stdout.strip()).stdout.strip()
+    new = api("key", user.stdout.strip()).stdout.strip()
+    old_id, new_id = keys.parse_key_id(old), keys.parse_key_id(new)
+    assert old_id and new_id and old_id != new_id
+    revoked = api("revoke-key", old_id)
+    assert revoked.returncode == 0, revoked.stderr
+    assert old not in revoked.stdout + revoked.stderr
+    rows = dict(reg_conn.execute("SELECT key_id, revoked_at IS NOT NULL FROM api_keys").fetchall())
+    assert rows == {old_id: True, new_id: False}
+    again = api("revoke-key", old_id)
+    assert again.returncode == 1 and f"no active API key '{old_id}'" in again.stderr
