@@ -33,6 +33,8 @@ import os
 import re
 import secrets
 import shlex
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -54,6 +56,7 @@ from core.sparkplug.session import EdgeNodeSession, MetricDef
 from harness import Postgres, locate
 from harness.ports import allocate_port, is_listening
 from harness.process import ManagedProcess
+from harness.tls import make_scratch_pki
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -160,6 +163,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
         name: allocate_port()
         for name in (
             "mqtt",
+            "mqtt_tls",
             "qdb_http",
             "qdb_http_min",
             "qdb_pg",
@@ -169,6 +173,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
             "ingest_1",
         )
     }
+    pki = make_scratch_pki(base / "pki")
     mqtt_password, edge_password = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
     alerts_password = secrets.token_urlsafe(18)
     passwd = base / "passwd"
@@ -220,6 +225,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
         "cloud_broker_mosquitto_bin": str(locate.mosquitto_binary()),
         "cloud_broker_mqtt_address": "127.0.0.1",
         "cloud_broker_mqtt_port": ports["mqtt"],
+        # the TLS listener, with a CA made here
+        "cloud_broker_tls_port": ports["mqtt_tls"],
+        "cloud_broker_tls_cert_src": str(pki.server.cert),
+        "cloud_broker_tls_key_src": str(pki.server.key),
+        "cloud_broker_tls_ca_src": str(pki.ca),
         "cloud_broker_password_file_src": str(passwd),
         "cloud_broker_acl_file_src": str(acl),
         "cloud_questdb_jar_src": str(locate.questdb_jar()),
@@ -632,6 +642,31 @@ async def _connect(port: int, user: str, password: str) -> None:
         "127.0.0.1", port, identifier=f"cloud-roles-{user}", username=user, password=password
     ) as client:
         await client.publish(f"spBv1.0/{SITE}/NDATA/probe", b"x")
+
+
+def test_broker_tls_listener_with_the_deployed_certificate(lab: Lab, services: Services) -> None:
+    """The role's TLS listener serves the certificate it installed: a client trusting the
+    deployment's CA connects and publishes with a node's password; one that does not
+    trust it fails the handshake; the key is private to the broker."""
+    port = lab.ports["mqtt_tls"]
+    _wait(services.mosquitto, "TLS listener", lambda: is_listening(port), 30)
+    trusted = ssl.create_default_context(cafile=str(lab.root.parent / "pki" / "ca.pem"))
+
+    async def publish() -> None:
+        async with aiomqtt.Client(
+            "127.0.0.1", port, identifier="cloud-roles-tls", username="lab-edge",
+            password=lab.edge_password, tls_context=trusted,
+        ) as client:  # fmt: skip
+            await client.publish(f"spBv1.0/{SITE}/NDATA/tls-probe", b"x", qos=1)
+
+    asyncio.run(publish())
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        ssl.create_default_context().wrap_socket(raw, server_hostname="127.0.0.1")
+    key = lab.root / "etc/mosquitto/derrick/server.key"
+    assert key.stat().st_mode & 0o777 == 0o600
 
 
 def test_broker_refuses_a_wrong_password(lab: Lab, services: Services) -> None:
