@@ -92,6 +92,15 @@ def promtool_binary() -> Path:
     raise ToolNotFoundError(f"promtool not found ({_BOOTSTRAP_HINT})")
 
 
+def prometheus_binary() -> Path:
+    """Prometheus itself, unpacked beside promtool from Debian's package by the bootstrap."""
+    promtool = promtool_binary()
+    found = promtool.with_name("prometheus")
+    if not found.is_file():
+        raise ToolNotFoundError(f"prometheus not found beside {promtool} ({_BOOTSTRAP_HINT})")
+    return found
+
+
 def mosquitto_binary() -> Path:
     """The ``mosquitto`` broker executable (``DERRICK_MOSQUITTO``)."""
     if configured := _setting("DERRICK_MOSQUITTO"):

@@ -44,6 +44,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import psycopg
@@ -63,7 +64,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(150
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
 PLAYBOOK = ANSIBLE_DIR / "cloud.yml"
-GROUPS = ("brokers", "questdb", "postgres", "ingest", "api", "alerts", "grafana")
+GROUPS = ("brokers", "questdb", "postgres", "ingest", "api", "alerts", "grafana", "prometheus")
 RECAP = re.compile(
     r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
 )
@@ -171,6 +172,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
             "api",
             "api_metrics",
             "ingest_1",
+            "prometheus",
         )
     }
     pki = make_scratch_pki(base / "pki")
@@ -261,6 +263,16 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
         "cloud_ingest_metrics_port_base": ports["ingest_1"] - 1,
         "cloud_api_port": ports["api"],
         "cloud_api_metrics_port": ports["api_metrics"],
+        "cloud_prometheus_bin": str(locate.prometheus_binary()),
+        "cloud_prometheus_promtool": str(locate.promtool_binary()),
+        "cloud_prometheus_listen": f"127.0.0.1:{ports['prometheus']}",
+        "cloud_prometheus_data_dir": "/var/lib/derrick-prometheus",
+        "cloud_prometheus_scrape_interval": "1s",
+        "cloud_prometheus_scrape": {
+            "derrick-ingest": [f"127.0.0.1:{ports['ingest_1']}"],
+            "derrick-api": [f"127.0.0.1:{ports['api_metrics']}"],
+            "questdb": [f"127.0.0.1:{ports['qdb_http_min']}"],
+        },
         "cloud_api_registry_dsn": registry_dsn,
         "cloud_api_questdb_dsn": qdb_dsn,
         "cloud_alerts_mqtt_port": ports["mqtt"],
@@ -563,13 +575,16 @@ def test_units_are_enabled_and_verify(lab: Lab, tmp_path: Path) -> None:
         "derrick-api.service",
         "derrick-ingest@1.service",
         "derrick-ingest@2.service",
+        "derrick-prometheus.service",
         "mosquitto.service",
         "questdb.service",
     ]
     timers = lab.root / "etc/systemd/system/timers.target.wants"
     assert sorted(p.name for p in timers.iterdir()) == ["derrick-report.timer"]
     units = lab.root / "etc/systemd/system"
-    verified = ("mosquitto.service", "questdb.service", "derrick-api.service")
+    verified = (
+        "mosquitto.service", "questdb.service", "derrick-api.service", "derrick-prometheus.service"
+    )  # fmt: skip
     # the ingest template, as the instance systemd would load (%i = 1)
     instance = tmp_path / "derrick-ingest@1.service"
     instance.write_text((units / "derrick-ingest@.service").read_text())
@@ -724,6 +739,43 @@ def test_api_is_healthy_and_ready(lab: Lab, services: Services) -> None:
         exposition = r.read().decode()
     assert 'path="/ready"' in exposition, exposition[:2000]
     assert _http_status(f"{api}/metrics") == 404
+
+
+def _prometheus_api(lab: Lab, path: str) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{lab.ports['prometheus']}{path}"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body: dict[str, Any] = json.loads(response.read())
+    return body
+
+
+def test_prometheus_scrapes_every_service_and_loads_the_rules(lab: Lab, services: Services) -> None:
+    """derrick-prometheus.service as rendered: every scrape job's target is up (the ingest
+    worker, the API's metrics listener, QuestDB) and the Platform Health rules are loaded and
+    evaluate without error."""
+    prometheus = _start_unit(lab, "derrick-prometheus.service", "prometheus")
+    try:
+        ready = f"http://127.0.0.1:{lab.ports['prometheus']}/-/ready"
+        _wait(prometheus, "/-/ready 200", lambda: _http_status(ready) == 200, 60)
+
+        def targets() -> dict[str, str]:
+            active = _prometheus_api(lab, "/api/v1/targets")["data"]["activeTargets"]
+            return {t["labels"]["job"]: t["health"] for t in active}
+
+        want = {"derrick-ingest": "up", "derrick-api": "up", "questdb": "up"}
+        _wait(prometheus, f"targets {want}", lambda: targets() == want, 60)
+
+        def rules() -> list[dict[str, Any]]:
+            groups = _prometheus_api(lab, "/api/v1/rules")["data"]["groups"]
+            return [r for g in groups if g["name"] == "derrick-platform-health" for r in g["rules"]]
+
+        # evaluated at least once (a rule not yet evaluated reports health "unknown")
+        _wait(prometheus, "rules evaluated", lambda: all(r["health"] == "ok" for r in rules()), 60)
+        assert len(rules()) == 8
+        # the worker is an online Primary Host: its offline alert is not pending or firing
+        offline = next(r for r in rules() if r["name"] == "IngestWorkerOffline")
+        assert offline["state"] == "inactive", offline
+    finally:
+        prometheus.stop()
 
 
 def test_services_log_one_json_object_a_line(lab: Lab, services: Services) -> None:
