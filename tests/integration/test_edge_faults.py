@@ -362,6 +362,25 @@ def _prefill_backlog(rig: Rig, appliance: str, *, samples: int) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def _rig_on_own_questdb(
+    tmp_path: Path, mosquitto: Mosquitto, questdb: QuestDB, metrics_port: int | None = None
+) -> Rig:
+    """A rig on a QuestDB of the test's own (to be killed or frozen): the worker gives up a
+    request after 2 s, flushes every 100 ms, holds at most 1,000 rows, and acknowledges at
+    once (the tests read "nothing acknowledged" seconds after the fault)."""
+    rig = Rig(tmp_path, mosquitto, questdb)
+    metrics = f"\n\n[metrics]\nport = {metrics_port}" if metrics_port else ""
+    rig.ingest = ingest_process(
+        tmp_path / "ingest",
+        mqtt_port=mosquitto.port,
+        ilp_conf=questdb.ilp_conf + "retry_timeout=500;request_timeout=2000;",
+        pg_dsn=questdb.pg_dsn,
+        table_prefix=rig.prefix,
+        extra="flush_interval_ms = 100\nmax_pending_rows = 1000\nack_interval_ms = 1000" + metrics,
+    )
+    return rig
+
+
 def test_questdb_down_stops_acknowledgements_and_loses_nothing(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
@@ -369,17 +388,7 @@ def test_questdb_down_stops_acknowledgements_and_loses_nothing(
     ``max_pending_rows`` in memory (shedding the rest, unacknowledged), and once QuestDB is
     back every reading the edges published is stored."""
     with QuestDB(tmp_path / "questdb") as questdb:
-        rig = Rig(tmp_path, mosquitto, questdb)
-        rig.ingest = ingest_process(
-            tmp_path / "ingest",
-            mqtt_port=mosquitto.port,
-            ilp_conf=questdb.ilp_conf + "retry_timeout=500;request_timeout=2000;",
-            pg_dsn=questdb.pg_dsn,
-            table_prefix=rig.prefix,
-            # acks at once: the test reads "nothing acknowledged while QuestDB is down" 5 s
-            # after the kill
-            extra="flush_interval_ms = 100\nmax_pending_rows = 1000\nack_interval_ms = 1000",
-        )
+        rig = _rig_on_own_questdb(tmp_path, mosquitto, questdb)
         try:
             rig.add_edge(8)
             rig.add_edge(9)
@@ -507,16 +516,7 @@ def test_frozen_questdb_stops_acknowledgements_and_loses_nothing(
     operator action."""
     metrics_port = allocate_port()
     with QuestDB(tmp_path / "questdb") as questdb:
-        rig = Rig(tmp_path, mosquitto, questdb)
-        rig.ingest = ingest_process(
-            tmp_path / "ingest",
-            mqtt_port=mosquitto.port,
-            ilp_conf=questdb.ilp_conf + "retry_timeout=500;request_timeout=2000;",
-            pg_dsn=questdb.pg_dsn,
-            table_prefix=rig.prefix,
-            extra="flush_interval_ms = 100\nmax_pending_rows = 1000\nack_interval_ms = 1000\n"
-            f"\n[metrics]\nport = {metrics_port}",
-        )
+        rig = _rig_on_own_questdb(tmp_path, mosquitto, questdb, metrics_port)
 
         def scrape() -> dict[str, float]:
             url = f"http://127.0.0.1:{metrics_port}/metrics"
