@@ -18,9 +18,10 @@ import datetime as dt
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
+from psycopg.rows import RowFactory, args_row, tuple_row
 from psycopg.types.datetime import TimestamptzBinaryLoader
 from psycopg_pool import AsyncConnectionPool
 
@@ -56,7 +57,10 @@ def aware(value: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:
     return value.replace(tzinfo=tz) if value.tzinfo is None else value
 
 
-class Bucket(msgspec.Struct, frozen=True):
+class Bucket(msgspec.Struct, frozen=True, gc=False):
+    """One bucket of a series. ``gc=False``: no field can hold a container, and a series
+    response makes up to thousands of them that the collector need not track."""
+
     ts: dt.datetime
     device: str
     avg: float
@@ -64,6 +68,10 @@ class Bucket(msgspec.Struct, frozen=True):
     max: float
     count: int
     sum: float
+
+
+R = TypeVar("R")
+_BUCKET_ROWS: RowFactory[Bucket] = args_row(Bucket)
 
 
 class Totals(msgspec.Struct, frozen=True):
@@ -147,19 +155,23 @@ class Reader:
         return self._pool
 
     async def _rows(self, sql: str, params: Mapping[str, object]) -> list[tuple[Any, ...]]:
-        """Rows in PGWire's binary format: QuestDB writes doubles and timestamps as bytes
-        instead of formatting them as text, and psycopg reads them without parsing (for a
-        24-hour series of 1,436 buckets: QuestDB 1.2 ms of CPU instead of 5.4, psycopg 0.5 ms
-        instead of 1.6; docs/benchmarks.md, API)."""
+        """The rows of ``sql`` as tuples (:meth:`_made`)."""
+        return await self._made(sql, params, tuple_row)
+
+    async def _made(self, sql: str, params: Mapping[str, object], rows: RowFactory[R]) -> list[R]:
+        """Rows in PGWire's binary format, each made by ``rows``: QuestDB writes doubles and
+        timestamps as bytes instead of formatting them as text, and psycopg reads them
+        without parsing (for a 24-hour series of 1,436 buckets: QuestDB 1.2 ms of CPU instead
+        of 5.4, psycopg 0.5 ms instead of 1.6; docs/benchmarks.md, API)."""
         async with self._pool.connection() as conn:
-            cur = conn.cursor(binary=True)
+            cur = conn.cursor(binary=True, row_factory=rows)
             # QuestDB's timestamps are UTC instants: read them as aware datetimes (in the
             # session zone QuestDB reports, GMT) at once, cheaper than making naive ones
             # aware afterwards (0.7 ms for 1,436 rows)
             cur.adapters.register_loader("timestamp", TimestamptzBinaryLoader)
             await cur.execute(sql.encode(), params)
-            rows: list[tuple[Any, ...]] = await cur.fetchall()
-            return rows
+            made: list[R] = await cur.fetchall()
+            return made
 
     async def completeness(self, site: str, day: dt.datetime) -> list[tuple[Any, ...]]:
         """The nightly job's completeness rows of ``site`` for the UTC day starting at
@@ -202,8 +214,9 @@ class Reader:
             "end": end,
             "tz": tz,
         }
-        rows = await self._rows(queries.series(self.tables, bucket, tz), params)
-        return [Bucket(*r) for r in rows]  # ts already aware (_rows); count is a long
+        # each row straight into a Bucket (ts already aware, count a long): no tuple per row
+        # for the collector to track (docs/benchmarks.md, API: garbage collection)
+        return await self._made(queries.series(self.tables, bucket, tz), params, _BUCKET_ROWS)
 
     async def totals(
         self, site: str, node: str, start: dt.datetime, end: dt.datetime, *, to_now: bool = False

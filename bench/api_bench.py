@@ -14,7 +14,7 @@ through its command line (``python -m api serve``, started by ``harness.derrick.
    base, and ``telemetry_1d`` counts every raw row.
 2. Registry: the site, its tenant and a key (rate limit out of the way) in PostgreSQL;
    appliances and metrics synchronised from the catalogue (``registry.sync_catalogue``).
-3. For each dashboard endpoint, N concurrent clients (asyncio + httpx, one connection each)
+3. For each dashboard endpoint, N concurrent clients (asyncio + aiohttp, one connection each)
    send requests back to back for ``--seconds`` after a short warm-up, each request for a
    random appliance and sensor; then the same SQL with the same parameters straight on
    QuestDB's PGWire (psycopg, N connections): the floor the API can't beat.
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import httpx  # noqa: E402
+import aiohttp  # noqa: E402
 import msgspec  # noqa: E402
 import psycopg  # noqa: E402
 from _common import machine, percentile, step  # noqa: E402
@@ -228,12 +228,29 @@ def registry_with_site(pg: Postgres, qdb: QuestDB, tables: TableSet) -> tuple[st
 # -- endpoints ----------------------------------------------------------------------------
 
 
+class _Buckets(msgspec.Struct):
+    buckets: list[msgspec.Raw]
+
+
+class _Metrics(msgspec.Struct):
+    metrics: list[msgspec.Raw]
+
+
+class _Kpis(msgspec.Struct):
+    current: list[msgspec.Raw]
+    today: list[msgspec.Raw]
+
+
 class Endpoint(NamedTuple):
-    """What a dashboard asks (path and query) and the SQL the API runs for it."""
+    """What a dashboard asks (path and query), the SQL the API runs for it, and how the
+    client checks a response: ``body`` decodes it (its rows as ``msgspec.Raw``: JSON checked
+    but not turned into Python objects, a load generator's job is not the dashboard's) and
+    ``rows`` counts them."""
 
     name: str
     http: Callable[[random.Random, dt.datetime], tuple[str, dict[str, str]]]
     sql: Callable[[random.Random, dt.datetime], Sql]
+    body: msgspec.json.Decoder[Any]
     rows: Callable[[Any], int]
 
 
@@ -304,12 +321,14 @@ def endpoints(tables: TableSet, apps: list[str]) -> list[Endpoint]:
             "site current values",
             lambda rnd, now: (f"/v1/sites/{SITE}/current", {}),
             site_current,
+            msgspec.json.Decoder(list[msgspec.Raw]),
             len,
         ),
         Endpoint(
             "appliance current values",
             lambda rnd, now: (f"/v1/appliances/{rnd.choice(apps)}/current", {}),
             app_current,
+            msgspec.json.Decoder(list[msgspec.Raw]),
             len,
         ),
         Endpoint(
@@ -319,7 +338,8 @@ def endpoints(tables: TableSet, apps: list[str]) -> list[Endpoint]:
                 {"metric": rnd.choice(ALL_TAGS), "bucket": "1m"},
             ),
             series_24h,
-            lambda body: len(body["buckets"]),
+            msgspec.json.Decoder(_Buckets),
+            lambda body: len(body.buckets),
         ),
         Endpoint(
             "30 days of daily aggregates",
@@ -328,19 +348,22 @@ def endpoints(tables: TableSet, apps: list[str]) -> list[Endpoint]:
                 {"metric": rnd.choice(ALL_TAGS), "period": "day", "start": thirty_days_back(now)},
             ),
             daily_30d,
-            lambda body: len(body["buckets"]),
+            msgspec.json.Decoder(_Buckets),
+            lambda body: len(body.buckets),
         ),
         Endpoint(
             "month vs same month last year",
             lambda rnd, now: (f"/v1/appliances/{rnd.choice(apps)}/compare", {"period": "month"}),
             month_over_month,
-            lambda body: len(body["metrics"]),
+            msgspec.json.Decoder(_Metrics),
+            lambda body: len(body.metrics),
         ),
         Endpoint(
             "KPIs (current + today)",
             lambda rnd, now: (f"/v1/appliances/{rnd.choice(apps)}/kpis", {}),
             kpis,
-            lambda body: len(body["current"]) + len(body["today"]),
+            msgspec.json.Decoder(_Kpis),
+            lambda body: len(body.current) + len(body.today),
         ),
     ]
 
@@ -384,7 +407,13 @@ async def _drive(
             t0 = time.perf_counter()
             try:
                 n = await one(i, rnd)
-            except (httpx.HTTPError, psycopg.Error, AssertionError) as exc:
+            except (
+                aiohttp.ClientError,
+                TimeoutError,
+                psycopg.Error,
+                AssertionError,
+                msgspec.DecodeError,
+            ) as exc:
                 errors += 1
                 if errors <= 3:
                     step(f"  error: {str(exc)[:300]}")
@@ -407,30 +436,36 @@ async def _drive(
 async def through_api(
     base_url: str, key: str, ep: Endpoint, clients: int, seconds: float, warmup: float
 ) -> Result:
-    # One client object and connection per simulated client, as questdb_alone has one
-    # connection each: a single httpx.AsyncClient shared by 20 tasks spends ~2.5 ms of CPU a
-    # request in its pool (encode/httpx#3215), saturates this process and was most of the
-    # p99 measured before (the API's own cost is ~0.6 ms a request).
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    # One session and connection per simulated client, as questdb_alone has one connection
+    # each. aiohttp (C HTTP parser) rather than httpx: the load generator shares the two cores
+    # with the API and QuestDB, and httpx spent 3.0 ms of CPU a series request in this
+    # process (its connection pool, encode/httpx#3215, then a generic decode of 220 KB of
+    # JSON), a third of the machine's work (docs/benchmarks.md, API).
     headers = {"Authorization": f"Bearer {key}"}
+    timeout = aiohttp.ClientTimeout(total=30)
     pool = [
-        httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits) for _ in range(clients)
+        aiohttp.ClientSession(
+            base_url=base_url,
+            headers=headers,
+            timeout=timeout,
+            connector=aiohttp.TCPConnector(limit=1),
+        )
+        for _ in range(clients)
     ]
     try:
 
         async def one(i: int, rnd: random.Random) -> int:
             path, params = ep.http(rnd, dt.datetime.now(dt.UTC))
-            r = await pool[i].get(path, params=params, timeout=30)
-            if r.status_code != 200:
-                raise AssertionError(f"{path} {params}: {r.status_code} {r.text[:200]}")
-            # parsed in full, with msgspec (stdlib json took 3 ms of this machine's CPU for a
-            # 178 KB series response: the bench's client, not the API)
-            return ep.rows(msgspec.json.decode(r.content))
+            async with pool[i].get(path, params=params) as r:
+                content = await r.read()
+                if r.status != 200:
+                    raise AssertionError(f"{path} {params}: {r.status} {content[:200]!r}")
+            return ep.rows(ep.body.decode(content))
 
         return await _drive(clients, seconds, warmup, one)
     finally:
         for client in pool:
-            await client.aclose()
+            await client.close()
 
 
 async def questdb_alone(
