@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import gc
 import logging
 import sys
 from pathlib import Path
@@ -39,6 +38,7 @@ from api import config, keys, migrate, registry
 from api.broker_auth import ServiceRole
 from api.errors import ApiError, NotFoundError
 from core.logformat import LOG_FORMATS, LogFormat, configure_logging
+from core.runtime import freeze_startup_objects
 from core.tables import TableSet
 
 if TYPE_CHECKING:
@@ -103,12 +103,7 @@ def _serve(path: Path, log_format: LogFormat) -> None:
         serve_metrics(cfg.metrics.port, cfg.metrics.host)
         log.info("metrics on http://%s:%s/metrics", cfg.metrics.host, cfg.metrics.port)
     log.info("serving on http://%s:%s (OpenAPI at /schema)", cfg.server.host, cfg.server.port)
-    # What startup built (modules, the app, its routes: ~150,000 objects) lives as long as
-    # the process: frozen out of the collector's sight. Before, each full collection walked
-    # it all, 18 pauses of up to 99 ms in 28 s of the series bench, stalling every request
-    # in flight (docs/benchmarks.md, API: garbage collection).
-    gc.collect()
-    gc.freeze()
+    freeze_startup_objects()  # the modules, the app and its routes: ~150,000 objects
     uvicorn.run(app, host=cfg.server.host, port=cfg.server.port, log_config=None)
 
 

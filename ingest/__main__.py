@@ -21,7 +21,7 @@ from pathlib import Path
 from core import conventions
 from core.config import ConfigError, secret_from_env
 from core.logformat import LOG_FORMATS, configure_logging
-from core.runtime import run_until_signal
+from core.runtime import freeze_startup_objects, run_until_signal
 from ingest import metrics
 from ingest.config import load_config, read_password
 from ingest.host import PrimaryHost
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     host = PrimaryHost(cfg, ilp_conf=ilp_conf, pg_dsn=pg_dsn, password=password)
     if cfg.metrics.port is not None:
         metrics.serve(host, cfg.metrics.port, cfg.metrics.address)
+    freeze_startup_objects()
     asyncio.run(
         run_until_signal(
             host.run(),
