@@ -43,11 +43,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 import _common as common  # noqa: E402
 from ingest_load import (  # noqa: E402
     DATATYPES,
+    NODES_PER_SITE,
     Load,
     live_shape,
     naive_samples,
     publish_packet,
     replay_shape,
+    site_of,
     write_frames,
 )
 
@@ -275,10 +277,14 @@ class Bench:
         )
         return result
 
-    def latency(self, nodes: int, rate_per_s: float, seconds: float) -> Result:
+    def latency(self, nodes: int, rate_per_s: float, seconds: float, n_workers: int = 1) -> Result:
+        """Sample to queryable at ``rate_per_s`` offered, with ``n_workers`` sharing the sites
+        (a static partition, as ``end_to_end``)."""
         prefix = self.prefix("lat")
         tables = TableSet(prefix)
-        procs = self.workers(prefix, [["+"]])
+        sites = [site_of(n) for n in range(0, nodes, NODES_PER_SITE)]
+        groups = [sites[i::n_workers] for i in range(n_workers)] if n_workers > 1 else [["+"]]
+        procs = self.workers(prefix, groups)
         out = self.base / f"{prefix}paced.json"
         try:
             pacer = subprocess.Popen(
@@ -299,13 +305,16 @@ class Bench:
                 f" approx_percentile(received::long - ts::long / 1000, 0.99, 3)"
                 f" FROM {tables.raw.name}"
             )["dataset"][0]
-            rss = peak_rss_mib(procs[0].pid)
+            rss = max(peak_rss_mib(p.pid) for p in procs)
         finally:
             for p in procs:
                 p.stop()
         lat = row_latencies(sent["log"], polls)
+        workers = f", {n_workers} workers" if n_workers > 1 else ""
         return {
-            "what": f"latency, sample -> visible in QuestDB at {rate_per_s:,.0f} metrics/s",
+            "what": f"latency, sample -> visible in QuestDB at {rate_per_s:,.0f} metrics/s"
+            + workers,
+            "workers": n_workers,
             "metrics": sent["metrics"],
             "rows_stored": n,
             "complete": n == sent["metrics"],
@@ -488,9 +497,11 @@ def run(args: argparse.Namespace) -> Result:
             report["end_to_end"] = e2e
             step("latency")
             report["latency"] = (
-                bench.latency(live_nodes, 5000, 3)
+                bench.latency(live_nodes, 5000, 3, args.latency_workers)
                 if quick
-                else bench.latency(live_nodes, args.latency_rate, args.latency_seconds)
+                else bench.latency(
+                    live_nodes, args.latency_rate, args.latency_seconds, args.latency_workers
+                )
             )
             step("naive baseline")
             report["naive"] = bench.naive(live, 200 if quick else 5000)
@@ -556,6 +567,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="N for the N-worker run (1: skip)")
     parser.add_argument("--latency-rate", type=float, default=50_000.0)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--latency-workers", type=int, default=1,
+        help="workers sharing the sites during the latency run (1)",
+    )  # fmt: skip
     parser.add_argument("--save", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args()
     if args.quick:

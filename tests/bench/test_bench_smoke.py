@@ -21,7 +21,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.mark.timeout(600)
 def test_ingest_bench_quick_json_has_every_figure() -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "ingest_bench.py"), "--quick", "--json"],
+        [
+            sys.executable,
+            str(ROOT / "bench" / "ingest_bench.py"),
+            "--quick",
+            "--json",
+            "--latency-workers",
+            "2",
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -44,6 +51,7 @@ def test_ingest_bench_quick_json_has_every_figure() -> None:
     assert {"aiomqtt", "paho"} <= report["limits"]["live"].keys()
     latency = report["latency"]
     assert latency["complete"] and latency["p50_ms"] <= latency["p99_ms"]
+    assert latency["workers"] == 2, latency
     naive = report["naive"]
     assert naive["complete"] and naive["ratio_live_metrics_per_s"] > 0
 
