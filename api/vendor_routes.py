@@ -5,9 +5,10 @@ A vendor key sees a metric when the site is in ``site_shares`` for its tenant an
 metric's component type (``metric_component_types``) is in ``vendor_component_shares``.
 Sites and appliances appear only as keyed pseudonyms (:class:`core.pseudonym.Pseudonymiser`,
 key from the API's ``[vendor] pseudonym_key_file``); device ids (which may name a customer's
-OPC UA server) are left out, the component type stands in for them. Columns: ``site``,
-``appliance`` (pseudonyms), ``component_type``, ``metric``, ``day`` (UTC date), ``avg``,
-``min``, ``max``, ``count``; rows sorted, so the same inputs give the same table.
+OPC UA server) appear only as a pseudonym of the appliance's device, so that two devices of
+one appliance with the same metric (two mud pumps) stay two series. Columns: ``site``,
+``appliance``, ``device`` (pseudonyms), ``component_type``, ``metric``, ``day`` (UTC date),
+``avg``, ``min``, ``max``, ``count``; rows sorted, so the same inputs give the same table.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _SCHEMA = pa.schema(
     [
         ("site", pa.string()),
         ("appliance", pa.string()),
+        ("device", pa.string()),
         ("component_type", pa.string()),
         ("metric", pa.string()),
         ("day", pa.date32()),
@@ -93,7 +95,7 @@ async def vendor_daily_dataset(
     hi = dt.datetime.combine(end, dt.time(), dt.UTC)
     rows: list[tuple[object, ...]] = []
     for site in sites if metrics else []:
-        for ts, node, metric, avg, lo_v, hi_v, count in await svc.reader.daily_of_site(
+        for ts, node, device, metric, avg, lo_v, hi_v, count in await svc.reader.daily_of_site(
             site, lo, hi
         ):
             component = metrics.get(metric)
@@ -104,6 +106,7 @@ async def vendor_daily_dataset(
                 (
                     pseudonym("site", site),
                     pseudonym("appliance", node),
+                    pseudonym("device", f"{node}/{device}"),
                     component,
                     metric,
                     day,
@@ -113,7 +116,7 @@ async def vendor_daily_dataset(
                     int(count),
                 )
             )
-    rows.sort(key=lambda r: (str(r[0]), str(r[1]), str(r[3]), str(r[4])))
+    rows.sort(key=lambda r: (str(r[0]), str(r[1]), str(r[2]), str(r[4]), str(r[5])))
     return Response(
         to_parquet(rows),
         media_type=PARQUET,

@@ -252,12 +252,12 @@ def last_seen_of_site(tables: TableSet) -> str:
 
 
 def daily_of_site(tables: TableSet) -> str:
-    """Daily (UTC) aggregates of every hot metric of one site in ``[start, end)``.
-    Parameters: ``site``, ``start``, ``end``. Columns: ``ts, node, metric, avg, min, max,
-    count``."""
+    """Daily (UTC) aggregates of every hot series of one site in ``[start, end)``.
+    Parameters: ``site``, ``start``, ``end``. Columns: ``ts, node, device, metric, avg, min,
+    max, count``."""
     v = tables.telemetry_1d
     return (
-        f"SELECT {v.timestamp}, node, metric, avg, min, max, count FROM {v.name} "
+        f"SELECT {v.timestamp}, node, device, metric, avg, min, max, count FROM {v.name} "
         f"WHERE site = %(site)s AND {v.timestamp} >= %(start)s AND {v.timestamp} < %(end)s"
     )
 

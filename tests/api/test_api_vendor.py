@@ -78,9 +78,10 @@ SITES = {  # site -> (tenant, name, shared with "vend")
     "s402": ("acme", "Quarry pad", False),  # shared with another vendor only
     "s403": ("bolt", "South pad", True),
 }
-APPLIANCES = (
+APPLIANCES = (  # (appliance, device) pairs: s401-a002 has two devices (two mud pumps)
     Appliance("s401-a001", "s401", "acme-opc", 100, 60),
     Appliance("s401-a002", "s401", "acme-opc", 200, 30),
+    Appliance("s401-a002", "s401", "acme-pump-2", 250, 30),
     Appliance("s402-a001", "s402", "acme-plc", 300, 60),
     Appliance("s403-a001", "s403", "bolt-scada", 400, 20),
 )
@@ -102,13 +103,13 @@ def vendor_samples() -> Iterator[tuple[Appliance, str, dt.datetime]]:
                 yield a, metric, first + dt.timedelta(minutes=k * a.step_min + 7)
 
 
-def expected_rows() -> dict[tuple[str, dt.date], tuple[float, float, float, int]]:
-    """(appliance, day) -> (avg, min, max, count) of ROP on the shared sites in the dataset's
-    days, from :func:`vendor_samples` alone."""
-    values: dict[tuple[str, dt.date], list[float]] = defaultdict(list)
+def expected_rows() -> dict[tuple[str, str, dt.date], tuple[float, float, float, int]]:
+    """(appliance, device, day) -> (avg, min, max, count) of ROP on the shared sites in the
+    dataset's days, from :func:`vendor_samples` alone."""
+    values: dict[tuple[str, str, dt.date], list[float]] = defaultdict(list)
     for a, metric, t in vendor_samples():
         if metric == "ROP" and SITES[a.site][2] and SHARE_START <= t.date() < SHARE_END:
-            values[(a.id, t.date())].append(reading(a, metric, t))
+            values[(a.id, a.device, t.date())].append(reading(a, metric, t))
     return {k: (sum(v) / len(v), min(v), max(v), len(v)) for k, v in values.items()}
 
 
@@ -169,7 +170,8 @@ def vendor_registry(
         for vendor in ("vend", "vend2"):
             conn.execute("INSERT INTO vendor_component_shares VALUES (%s, 'drilling')", (vendor,))
         with psycopg.connect(_questdb_server.pg_dsn, autocommit=True) as q:
-            assert registry.sync_catalogue(conn, q, tables).appliances == len(APPLIANCES)
+            synced = registry.sync_catalogue(conn, q, tables).appliances
+            assert synced == len({a.id for a in APPLIANCES})
         uid = registry.create_user(conn, "vend", "analyst@vend.example", keys.Role.VENDOR)
         key = registry.issue_api_key(conn, uid, "vendor").plaintext
     yield dsn, tables, key
@@ -216,35 +218,45 @@ async def test_vendor_dataset_of_two_customers_sites_pseudonymised_without_ident
     data = r.content
     parquet = pq.ParquetFile(io.BytesIO(data))
     table = parquet.read()
-    assert table.column_names == ["site", "appliance", "component_type", "metric", "day",
-                                  "avg", "min", "max", "count"]  # fmt: skip
+    assert table.column_names == ["site", "appliance", "device", "component_type", "metric",
+                                  "day", "avg", "min", "max", "count"]  # fmt: skip
     rows = table.to_pylist()
 
-    # which appliance each row is: its day and numbers belong to exactly one (appliance, day)
-    # of the shared sites; every one of those is there once; nothing of s402 (shared with
-    # another vendor), of WOB (not a shared component) or outside the window
+    # which (appliance, device) each row is: its day and numbers belong to exactly one
+    # (appliance, device, day) of the shared sites; every one of those is there once (the two
+    # devices of s401-a002 as two rows a day); nothing of s402 (shared with another vendor),
+    # of WOB (not a shared component) or outside the window
     expected = expected_rows()
-    by_numbers = {(day, *numbers): appliance for (appliance, day), numbers in expected.items()}
-    assert len(by_numbers) == len(expected)  # the numbers tell the appliances apart
-    truth = []
+    by_numbers = {(day, *numbers): (a, d) for (a, d, day), numbers in expected.items()}
+    assert len(by_numbers) == len(expected)  # the numbers tell the series apart
+    truth: list[tuple[str, str]] = []
     for row in rows:
         assert (row["component_type"], row["metric"]) == ("drilling", "ROP"), row
         key = (row["day"], row["avg"], row["min"], row["max"], row["count"])
         assert key in by_numbers, row
         truth.append(by_numbers[key])
-    assert sorted(zip(truth, (row["day"] for row in rows), strict=True)) == sorted(expected)
+    got = sorted((a, d, row["day"]) for (a, d), row in zip(truth, rows, strict=True))
+    assert got == sorted(expected)
     sites_of = {a.id: a.site for a in APPLIANCES}
 
     # one pseudonym per site and per appliance, the same in every row, distinct between them;
     # an appliance's rows all carry its own site's pseudonym
     site_names: dict[str, set[str]] = defaultdict(set)
     appliance_names: dict[str, set[str]] = defaultdict(set)
-    for row, appliance in zip(rows, truth, strict=True):
+    device_names: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for row, (appliance, device) in zip(rows, truth, strict=True):
         site_names[sites_of[appliance]].add(row["site"])
         appliance_names[appliance].add(row["appliance"])
+        device_names[(appliance, device)].add(row["device"])
     assert sorted(site_names) == ["s401", "s403"]  # two customers' sites
     assert sorted(appliance_names) == ["s401-a001", "s401-a002", "s403-a001"]
-    assert all(len(names) == 1 for names in (*site_names.values(), *appliance_names.values()))
+    assert len(device_names) == 4  # a001's device, a002's two, s403-a001's
+    assert all(
+        len(names) == 1
+        for names in (*site_names.values(), *appliance_names.values(), *device_names.values())
+    )
+    device_pseudonym = {k: next(iter(names)) for k, names in device_names.items()}
+    assert len(set(device_pseudonym.values())) == 4
     site_pseudonym = {site: next(iter(names)) for site, names in site_names.items()}
     appliance_pseudonym = {a: next(iter(names)) for a, names in appliance_names.items()}
     assert len(set(site_pseudonym.values())) == 2
@@ -255,6 +267,7 @@ async def test_vendor_dataset_of_two_customers_sites_pseudonymised_without_ident
     p = Pseudonymiser(w.VENDOR_KEY, f"vend|daily|{SHARE_START}|{SHARE_END}")
     assert site_pseudonym == {site: p("site", site) for site in site_pseudonym}
     assert appliance_pseudonym == {a: p("appliance", a) for a in appliance_pseudonym}
+    assert device_pseudonym == {(a, d): p("device", f"{a}/{d}") for a, d in device_pseudonym}
     other = Pseudonymiser(b"another-key-of-at-least-thirty-two-bytes", "vend|daily")
     for site, pseudonym in site_pseudonym.items():
         assert hashlib.sha256(site.encode()).hexdigest()[:16] not in pseudonym
