@@ -325,6 +325,8 @@ class Bench:
             "to_worker_p50_ms": None if received[0] is None else received[0] / 1000,
             "to_worker_p99_ms": None if received[1] is None else received[1] / 1000,
             "worker_peak_rss_mib": rss,
+            "generator_late_start_ms": sent["late_start_ms"],
+            "generator_max_lag_ms": sent["max_lag_ms"],
         }
 
     def naive(self, load: Load, samples: int) -> Result:
@@ -385,7 +387,7 @@ def peak_rss_mib(pid: int | None) -> float:
 
 def row_latencies(log: list[list[int]], polls: list[tuple[int, int]]) -> list[tuple[float, int]]:
     """(latency ms, rows) for every span of rows that a poll first saw: the time from each
-    row's send to that poll."""
+    row's sample time (the earliest of its batch, ``paced``) to that poll."""
     out: list[tuple[float, int]] = []
     seen = 0
     i = 0
@@ -568,11 +570,13 @@ def main() -> int:
     parser.add_argument("--latency-rate", type=float, default=50_000.0)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument(
-        "--latency-workers", type=int, default=1,
-        help="workers sharing the sites during the latency run (1)",
+        "--latency-workers", type=int,
+        help="workers sharing the sites during the latency run (default: --workers)",
     )  # fmt: skip
     parser.add_argument("--save", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args()
+    if args.latency_workers is None:
+        args.latency_workers = max(1, args.workers)
     if args.quick:
         args.workers = 1
     report = run(args)
