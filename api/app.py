@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -47,6 +47,8 @@ from core.logformat import JsonFormatter, LogFormat
 from core.queries import SERIES_BUCKETS
 
 log = logging.getLogger(__name__)
+
+OPENAPI_PATH = "/schema"
 
 SiteId = Annotated[str, PathParameter(pattern=r"^s[0-9]{3,12}$", description="Site id, e.g. s017")]
 ApplianceId = Annotated[
@@ -248,6 +250,32 @@ async def authenticate(request: Request[Any, Any, Any], svc: Svc) -> Principal:
             ),
             headers={"Retry-After": str(retry_after)},
         )
+    return who
+
+
+def _key_first(services: Services) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
+    """The app's ``before_request`` hook: the key and its rate limits are checked before
+    anything else of a request is read (path and query parameters, the body), so that a
+    request without a valid key is 401 (or 429) on every route whatever its parameters, and
+    an unauthenticated caller learns nothing, not even which parameters a route wants. The
+    principal waits in ``request.state`` for the ``who`` dependency. Open: the routes marked
+    ``exclude_from_auth`` (health, ready) and the OpenAPI document and UI."""
+
+    async def check(request: Request[Any, Any, Any]) -> None:
+        if (
+            request.route_handler.opt.get("exclude_from_auth")
+            or request.scope["path"].startswith(OPENAPI_PATH + "/")
+            or request.scope["path"] == OPENAPI_PATH
+        ):
+            return
+        request.state.who = await authenticate(request, services)
+
+    return check
+
+
+def _principal(request: Request[Any, Any, Any]) -> Principal:
+    """The ``who`` dependency: the principal :func:`_key_first` authenticated."""
+    who: Principal = request.state.who
     return who
 
 
@@ -587,15 +615,16 @@ def create_app(
         route_handlers=[health, ready, *routes, *ALERT_ROUTES, *VENDOR_ROUTES, *REPORT_ROUTES],
         dependencies={
             "svc": Provide(lambda: services, sync_to_thread=False),
-            "who": Provide(authenticate),
+            "who": Provide(_principal, sync_to_thread=False),
         },
+        before_request=_key_first(services),
         lifespan=[lifespan],
         exception_handlers={psycopg.OperationalError: _store_unavailable},
         openapi_config=OpenAPIConfig(
             title="Derrick API",
             version="1.0.0",
             description="Drill-site telemetry for customers, vendors and operations.",
-            path="/schema",
+            path=OPENAPI_PATH,
             render_plugins=[SwaggerRenderPlugin()],
             components=Components(
                 security_schemes={

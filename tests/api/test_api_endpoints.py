@@ -145,35 +145,83 @@ async def test_series_aggregates_compare_kpis(
     ]
 
 
-ENDPOINTS = [
-    "/v1/sites/{site}",
-    "/v1/sites/{site}/current",
-    "/v1/sites/{site}/live",
-    "/v1/appliances/{app}",
-    "/v1/appliances/{app}/current",
-    "/v1/appliances/{app}/series?metric=ROP",
-    "/v1/appliances/{app}/aggregates?metric=ROP",
-    "/v1/appliances/{app}/compare",
-    "/v1/appliances/{app}/kpis",
-    "/v1/sites/{site}/alert-rules",  # alert routes by numeric id: tests/api/test_api_alerts.py
-    "/v1/alerts?site={site}",
-    "/v1/sites/{site}/reports/{month}",  # the PDF
-    "/v1/sites/{site}/reports/{month}?format=csv&table=alerts",
-]
+#: the query each GET route needs to answer (the rest take defaults)
+QUERY = {
+    "/v1/appliances/{appliance_id}/series": "?metric=ROP",
+    "/v1/appliances/{appliance_id}/aggregates": "?metric=ROP",
+}
+#: more variants of a route than its default answer
+VARIANTS = ["/v1/sites/{site_id}/reports/{month}?format=csv&table=alerts"]
+
+
+async def _id_routes(client: AsyncTestClient[Litestar]) -> list[str]:
+    """Every GET route of the OpenAPI document that takes a site or appliance id (the alert
+    routes by numeric id are in tests/api/test_api_alerts.py), with its query, and VARIANTS:
+    a route added later is in this list without anyone remembering to add it."""
+    schema = (await client.get("/schema/openapi.json")).json()
+    routes = [
+        path + QUERY.get(path, "")
+        for path, ops in schema["paths"].items()
+        if "get" in ops and ("{site_id}" in path or "{appliance_id}" in path)
+    ]
+    return sorted(routes) + VARIANTS
 
 
 async def test_another_tenants_ids_are_404_like_missing_ones(
     client: AsyncTestClient[Litestar], world: w.World
 ) -> None:
     month = (world.now.date().replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
-    for template in ENDPOINTS:
+    routes = await _id_routes(client)
+    assert {"/v1/sites/{site_id}/completeness", "/v1/sites/{site_id}/live",
+            "/v1/appliances/{appliance_id}/kpis"} <= set(routes)  # fmt: skip
+    for template in routes:
         path = template.replace("{month}", month)
-        foreign = await client.get(path.format(site="s202", app=BOLT_APP), headers=auth(world))
-        missing = await client.get(path.format(site="s999", app="s999-a999"), headers=auth(world))
+
+        def at(site: str, app: str, path: str = path) -> str:
+            return path.replace("{site_id}", site).replace("{appliance_id}", app)
+
+        foreign = await client.get(at("s202", BOLT_APP), headers=auth(world))
+        missing = await client.get(at("s999", "s999-a999"), headers=auth(world))
         assert foreign.status_code == missing.status_code == 404, (path, foreign.text)
         assert foreign.json() == missing.json()
-        own = await client.get(path.format(site="s202", app=BOLT_APP), headers=auth(world, "bolt"))
+        assert foreign.headers.get("content-length") == missing.headers.get("content-length")
+        own = await client.get(at("s202", BOLT_APP), headers=auth(world, "bolt"))
         assert own.status_code in (200, 501), (path, own.text)  # 501: live not configured here
+
+
+async def test_every_route_but_health_and_ready_refuses_a_request_without_a_valid_key(
+    client: AsyncTestClient[Litestar], world: w.World
+) -> None:
+    """Every operation of the OpenAPI document, with its ids filled in (the caller's own, so
+    that only the key is wrong) and an empty JSON body where it takes one: 401 without a
+    key, with a malformed one and with a well-formed unknown one."""
+    schema = (await client.get("/schema/openapi.json")).json()
+    ids = {"site_id": "s201", "appliance_id": ACME_APP, "alert_id": "1", "rule_id": "1",
+           "target_id": "1", "month": "2026-11"}  # fmt: skip
+    open_paths = {"/health", "/ready"}
+    called = set()
+    for path, ops in schema["paths"].items():
+        if path in open_paths or path.startswith("/schema"):
+            continue
+        url = path
+        for name, value in ids.items():
+            url = url.replace("{" + name + "}", value)
+        assert "{" not in url, f"no test id for {path}"
+        for method in ops.keys() & {"get", "post", "put", "patch", "delete"}:
+            for headers in (
+                {},
+                {"Authorization": "Bearer not-a-key"},
+                {"Authorization": "Bearer dk_0123456789abcdef_" + "A" * 43},
+            ):
+                r = await client.request(method.upper(), url, headers=headers, json={})
+                assert r.status_code == 401, (method, path, headers, r.status_code, r.text)
+                assert "s201" not in r.text and "Acme" not in r.text
+            called.add((method, path))
+    assert len(called) >= 20, called
+    assert ("post", "/v1/sites/{site_id}/alert-rules") in called
+    assert ("get", "/v1/vendor/datasets/daily") in called
+    for path in open_paths:
+        assert (await client.get(path)).status_code in (200, 503)
 
 
 @pytest.mark.parametrize(
