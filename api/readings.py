@@ -35,16 +35,33 @@ ComparePeriod = Literal["week", "month"]
 _UTC = dt.UTC
 
 
+#: Names the system's tz database lists that are no place QuestDB can align buckets in (its
+#: ``TIME ZONE`` refuses them: "invalid timezone"), with what to use instead.
+#: ``tests/api/test_api_timezones.py`` runs every other listed name through QuestDB.
+NOT_QUESTDB_ZONES: dict[str, str] = {
+    "Factory": "tzdata's placeholder, not a place; use the site's zone or 'UTC'",
+    "localtime": "the host's own setting, not a zone name; use the site's zone or 'UTC'",
+    "ROC": "an old alias QuestDB does not know; use 'Asia/Taipei'",
+}
+
+
 @cache
 def _zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(zoneinfo.available_timezones() - NOT_QUESTDB_ZONES.keys())
 
 
 def zone(name: str) -> zoneinfo.ZoneInfo:
     """The IANA zone ``name``; ValueError with a clear message for anything else."""
+    if name in NOT_QUESTDB_ZONES:
+        raise ValueError(f"tz {name!r} is not usable as a time zone: {NOT_QUESTDB_ZONES[name]}")
     if name not in _zones():
         raise ValueError(f"tz {name[:64]!r} is not an IANA time zone name (e.g. 'America/Chicago')")
     return zoneinfo.ZoneInfo(name)
+
+
+def zone_names() -> frozenset[str]:
+    """Every name :func:`zone` accepts."""
+    return _zones()
 
 
 def utc(value: dt.datetime) -> dt.datetime:

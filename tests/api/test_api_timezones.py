@@ -17,7 +17,7 @@ from litestar.testing import AsyncTestClient
 from psycopg_pool import AsyncConnectionPool
 from questdb import Sender, TimestampMicros, TimestampNanos
 
-from api import keys, registry
+from api import keys, readings, registry
 from api.access import Access
 from api.app import Services, create_app
 from api.errors import RegistryError
@@ -152,3 +152,27 @@ def test_a_site_with_an_unknown_zone_is_refused(reg_conn: psycopg.Connection) ->
     registry.create_tenant(reg_conn, "chi", "Chicago Drilling")
     with pytest.raises(RegistryError, match="time zone"):
         registry.create_site(reg_conn, "s302", "chi", "", "America/Atlantis")
+
+
+def test_every_zone_the_api_accepts_is_one_questdb_aligns_buckets_in(questdb: QuestDB) -> None:
+    """Python's tz database lists a few names QuestDB's ``TIME ZONE`` refuses (a 500 once they
+    reached it): each one the API accepts runs through QuestDB's calendar alignment, each one
+    it refuses is refused with the reason."""
+    table = f"tz_{uuid.uuid4().hex[:8]}"
+    refused = []
+    with psycopg.connect(questdb.pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (ts TIMESTAMP, v DOUBLE) TIMESTAMP(ts)".encode())
+        conn.execute(f"INSERT INTO {table} VALUES ('2026-01-01T12:00:00Z', 1.0)".encode())
+        sql = f"SELECT ts, sum(v) FROM {table} SAMPLE BY 1d ALIGN TO CALENDAR TIME ZONE %(tz)s"
+        names = readings.zone_names()
+        assert len(names) > 500 and "Asia/Kolkata" in names and "UTC" in names
+        for name in sorted(names):
+            try:
+                assert len(conn.execute(sql.encode(), {"tz": name}).fetchall()) == 1
+            except psycopg.DatabaseError as exc:
+                refused.append((name, str(exc)[:80]))
+    assert refused == []
+    for name, reason in readings.NOT_QUESTDB_ZONES.items():
+        with pytest.raises(ValueError, match="not usable as a time zone") as caught:
+            readings.zone(name)
+        assert reason in str(caught.value)
