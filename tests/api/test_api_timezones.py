@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 import uuid
@@ -38,15 +39,20 @@ def _ns(t: dt.datetime) -> TimestampNanos:
     return TimestampNanos(int(t.timestamp()) * 1_000_000_000)
 
 
-def _write(questdb: QuestDB, tables: TableSet) -> None:
+Samples = list[tuple[dt.datetime, float]]
+#: hourly samples at hh:30 of value 1.0 over the end of daylight saving time
+DST_SAMPLES: Samples = [(FIRST + i * UTC_HOURS, 1.0) for i in range(HOURS)]
+
+
+def _write(questdb: QuestDB, tables: TableSet, samples: Samples) -> None:
     received = TimestampMicros(int(time.time() * 1_000_000))
     with Sender.from_conf(questdb.ilp_conf) as sender:
-        for i in range(HOURS):
+        for t, value in samples:
             sender.row(
                 tables.raw.name,
                 symbols={"site": SITE, "node": NODE, "device": "daq", "metric": "ROP"},
-                columns={"value": 1.0, "hot": True, "historical": False, "received": received},
-                at=_ns(FIRST + i * UTC_HOURS),
+                columns={"value": value, "hot": True, "historical": False, "received": received},
+                at=_ns(t),
             )
         sender.row(
             tables.catalogue.name,
@@ -60,7 +66,7 @@ def _write(questdb: QuestDB, tables: TableSet) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         got = questdb.exec_sql(sql)["dataset"]
-        if got and got[0][0] == HOURS:
+        if got and got[0][0] == len(samples):
             return
         time.sleep(0.3)
     raise AssertionError(f"hourly view not refreshed: {got}")
@@ -70,10 +76,19 @@ def _write(questdb: QuestDB, tables: TableSet) -> None:
 async def client(
     registry_dsn: str, questdb: QuestDB
 ) -> AsyncIterator[tuple[AsyncTestClient[Litestar], dict[str, str]]]:
+    async with _site_with(registry_dsn, questdb, DST_SAMPLES) as c:
+        yield c
+
+
+@contextlib.asynccontextmanager
+async def _site_with(
+    registry_dsn: str, questdb: QuestDB, samples: Samples
+) -> AsyncIterator[tuple[AsyncTestClient[Litestar], dict[str, str]]]:
+    """The API on a site of zone TZ whose one appliance has ``samples`` of ROP; clock NOW."""
     tables = TableSet(f"t{uuid.uuid4().hex[:8]}_")
     for statement in tables.create_statements():
         questdb.exec_sql(statement)
-    _write(questdb, tables)
+    _write(questdb, tables, samples)
     with psycopg.connect(registry_dsn, autocommit=True) as conn:
         registry.create_tenant(conn, "chi", "Chicago Drilling")
         registry.create_site(conn, SITE, "chi", "Permian pad", TZ)
@@ -146,6 +161,57 @@ async def test_site_zone_is_the_default_and_tz_overrides_it(
     assert (await c.get(f"/v1/appliances/{NODE}/kpis", headers=h)).json()["tz"] == TZ
     r = await c.get(f"/v1/appliances/{NODE}/kpis", params={"tz": "Mars/Olympus"}, headers=h)
     assert r.status_code == 400 and "time zone" in r.text
+
+
+async def test_this_month_against_the_same_month_last_year_in_the_sites_zone(
+    registry_dsn: str, questdb: QuestDB
+) -> None:
+    """Hourly samples around November 2025 and November 2026 (to NOW), different values each
+    year; the comparison's windows are Chicago's months (November 2025 starts in daylight
+    saving time, UTC-5, and ends in standard time, UTC-6) and its totals and percentage
+    changes equal those computed here from the samples in those windows."""
+    last_year = [
+        (dt.datetime(2025, 10, 31, 0, 30, tzinfo=dt.UTC) + i * UTC_HOURS, 10.0 + i % 7)
+        for i in range(33 * 24)
+    ]
+    this_year = [
+        (dt.datetime(2026, 10, 31, 0, 30, tzinfo=dt.UTC) + i * UTC_HOURS, 12.0 + i % 5)
+        for i in range(int((NOW - dt.datetime(2026, 10, 31, 0, 30, tzinfo=dt.UTC)) / UTC_HOURS))
+    ]
+    prev_start = dt.datetime(2025, 11, 1, 5, tzinfo=dt.UTC)  # midnight CDT
+    prev_end = dt.datetime(2025, 12, 1, 6, tzinfo=dt.UTC)  # midnight CST
+    cur_start = dt.datetime(2026, 11, 1, 5, tzinfo=dt.UTC)
+
+    def totals(samples: Samples, start: dt.datetime, end: dt.datetime) -> dict[str, Any]:
+        values = [v for t, v in samples if start <= t < end]
+        return {"avg": sum(values) / len(values), "min": min(values), "max": max(values),
+                "count": len(values), "sum": sum(values)}  # fmt: skip
+
+    previous = totals(last_year, prev_start, prev_end)
+    current = totals(this_year, cur_start, NOW)
+    assert previous["count"] == 30 * 24 + 1  # the month of the clock change has 721 hours
+    async with _site_with(registry_dsn, questdb, last_year + this_year) as (c, h):
+        r = await c.get(f"/v1/appliances/{NODE}/compare", params={"period": "month"}, headers=h)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["tz"] == TZ
+    assert (body["current_start"], body["current_end"]) == (
+        "2026-11-01T05:00:00Z",
+        "2026-11-04T18:00:00Z",
+    )
+    assert (body["previous_start"], body["previous_end"]) == (
+        "2025-11-01T05:00:00Z",
+        "2025-12-01T06:00:00Z",
+    )
+    (m,) = body["metrics"]
+    assert (m["device"], m["metric"]) == ("daq", "ROP")
+    for got, want in ((m["current"], current), (m["previous"], previous)):
+        assert got["count"] == want["count"]
+        for k in ("avg", "min", "max", "sum"):
+            assert got[k] == pytest.approx(want[k], rel=1e-12), k
+    for k in ("avg", "min", "max"):
+        change = (current[k] - previous[k]) / abs(previous[k]) * 100.0
+        assert m[f"{k}_change_pct"] == pytest.approx(change, rel=1e-9), k
 
 
 def test_a_site_with_an_unknown_zone_is_refused(reg_conn: psycopg.Connection) -> None:
