@@ -83,6 +83,8 @@ def _serve(path: Path, log_format: LogFormat) -> None:
             username=cfg.live.username,
             password=password,
             client_id=cfg.live.client_id,
+            max_streams_per_key=cfg.live.max_streams_per_key,
+            max_streams_per_tenant=cfg.live.max_streams_per_tenant,
         )
     reader = Reader(qdb, TableSet(cfg.questdb.table_prefix), cfg.questdb.kpi_group)
     vendor_key = config.secret_file(cfg.vendor.pseudonym_key_file) if cfg.vendor else None

@@ -39,7 +39,7 @@ from psycopg_pool import AsyncConnectionPool
 from api import readings
 from api.access import Access, Principal
 from api.completeness import site_completeness
-from api.live import LiveFeed
+from api.live import LiveFeed, StreamLimitError
 from api.ops import prometheus_config
 from api.ratelimit import RateLimiter
 from api.readings import Bucket, Reader, Totals
@@ -554,15 +554,21 @@ async def live(*, svc: Svc, who: Who, site_id: SiteId) -> ServerSentEvent:
     feed = svc.live
     if feed is None:
         raise HTTPException(status_code=501, detail="live stream not configured")
+    if (why := feed.refusal(who.key_id, who.tenant)) is not None:
+        feed.counters["streams_refused"] += 1
+        raise HTTPException(status_code=429, detail=why, headers={"Retry-After": "5"})
 
     async def events() -> AsyncIterator[ServerSentEventMessage]:
-        async with feed.subscribe(site_id) as queue:
-            yield ServerSentEventMessage(data=None, comment="subscribed")
-            while True:
-                value = await queue.get()
-                yield ServerSentEventMessage(
-                    data=msgspec.json.encode(value).decode(), event="value"
-                )
+        try:
+            async with feed.subscribe(site_id, key_id=who.key_id, tenant=who.tenant) as queue:
+                yield ServerSentEventMessage(data=None, comment="subscribed")
+                while True:
+                    value = await queue.get()
+                    yield ServerSentEventMessage(
+                        data=msgspec.json.encode(value).decode(), event="value"
+                    )
+        except StreamLimitError as exc:  # lost a race with another request of the same key
+            yield ServerSentEventMessage(data=str(exc), event="error")
 
     return ServerSentEvent(events())
 

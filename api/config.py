@@ -71,6 +71,9 @@ class LiveConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     username: str | None = None
     password_env: EnvName | None = None
     client_id: str = "derrick-api-live"
+    #: live streams one API key (one tenant, over all its keys) may hold open at once
+    max_streams_per_key: Annotated[int, Meta(ge=1)] = 4
+    max_streams_per_tenant: Annotated[int, Meta(ge=1)] = 20
 
 
 class VendorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

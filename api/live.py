@@ -10,7 +10,9 @@ next birth (a reconnect, or the Primary Host's rebirth request); until then its 
 data is counted as ``unknown_alias`` and skipped.
 
 Each subscriber has a bounded queue; a slow client loses the oldest values (counted), it
-never slows the feed.
+never slows the feed. Streams held open are capped per API key and per tenant
+(``max_streams_per_key``, ``max_streams_per_tenant``): one customer cannot hold an unbounded
+number of queues and connections of a process all tenants share.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ class LiveValue(msgspec.Struct, frozen=True):
     ts: int
 
 
+class StreamLimitError(Exception):
+    """A key or tenant already holds as many live streams as it may."""
+
+
 class _MetricInfo(msgspec.Struct, frozen=True):
     device: str
     name: str
@@ -95,8 +101,12 @@ class LiveFeed:
         password: str | None = None,
         client_id: str = "derrick-api-live",
         queue_size: int = 1000,
+        max_streams_per_key: int = 4,
+        max_streams_per_tenant: int = 20,
     ) -> None:
         self._host, self._port = host, port
+        self._max_per_key, self._max_per_tenant = max_streams_per_key, max_streams_per_tenant
+        self._streams: Counter[str] = Counter()  # "key:<id>", "tenant:<id>" -> open streams
         self._username, self._password = username, password
         self._client_id = client_id
         self._queue_size = queue_size
@@ -108,8 +118,33 @@ class LiveFeed:
     def __repr__(self) -> str:
         return f"<LiveFeed {self._host}:{self._port} user={self._username!r}>"
 
+    def refusal(self, key_id: str, tenant: str) -> str | None:
+        """Why one more stream of this key (tenant) is refused, or None."""
+        if self._streams[f"key:{key_id}"] >= self._max_per_key:
+            return (
+                f"this API key already holds {self._max_per_key} live stream(s), its limit; "
+                "close one first"
+            )
+        if self._streams[f"tenant:{tenant}"] >= self._max_per_tenant:
+            return (
+                f"tenant {tenant} already holds {self._max_per_tenant} live stream(s) over all "
+                "its keys, its limit; close one first"
+            )
+        return None
+
     @contextlib.asynccontextmanager
-    async def subscribe(self, site: str) -> AsyncIterator[asyncio.Queue[LiveValue]]:
+    async def subscribe(
+        self, site: str, *, key_id: str = "", tenant: str = ""
+    ) -> AsyncIterator[asyncio.Queue[LiveValue]]:
+        """A queue of the site's hot values while the context lasts, counted against the
+        key's and the tenant's stream limits (:class:`StreamLimitError` when one is full:
+        the route checks :meth:`refusal` first, this closes the race between two requests)."""
+        why = self.refusal(key_id, tenant)
+        if why is not None:
+            self.counters["streams_refused"] += 1
+            raise StreamLimitError(why)
+        owners = (f"key:{key_id}", f"tenant:{tenant}")
+        self._streams.update(owners)
         queue: asyncio.Queue[LiveValue] = asyncio.Queue(self._queue_size)
         self._subscribers.setdefault(site, set()).add(queue)
         try:
@@ -118,6 +153,8 @@ class LiveFeed:
             self._subscribers[site].discard(queue)
             if not self._subscribers[site]:
                 del self._subscribers[site]
+            self._streams.subtract(owners)
+            self._streams += Counter()  # drop the zeros
 
     async def run(self) -> None:
         """Consume until cancelled; reconnect with backoff (1 s doubling to 30 s)."""

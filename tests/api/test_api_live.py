@@ -4,6 +4,7 @@ the client within 1 s of the edge's sample timestamp."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
@@ -72,3 +73,67 @@ def test_hot_values_reach_an_sse_client_within_a_second(
         f" max {max(latencies):.0f} ms"
     )
     assert max(latencies) < 1000, sorted(latencies)
+
+
+@pytest.fixture
+def capped_live_api(
+    world: w.World, _questdb_server: QuestDB, mosquitto: Mosquitto
+) -> Iterator[tuple[str, LiveFeed]]:
+    feed = LiveFeed(
+        "127.0.0.1",
+        mosquitto.port,
+        client_id="api-live-capped",
+        max_streams_per_key=2,
+        max_streams_per_tenant=3,
+    )
+    app = w.make_app(world, _questdb_server, live=feed)
+    with serve_in_thread(app, name="api-uvicorn-capped", ready=feed.connected.is_set) as url:
+        yield url, feed
+
+
+def test_live_streams_are_capped_per_key_and_per_tenant(
+    capped_live_api: tuple[str, LiveFeed], world: w.World
+) -> None:
+    """Two streams a key, three a tenant (over its keys): the next one is 429 with the reason,
+    another tenant is not affected, and a closed stream frees its place."""
+    url, feed = capped_live_api
+    live = f"{url}/v1/sites/s201/live"
+    bolt_live = f"{url}/v1/sites/s202/live"
+
+    def headers(who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {world.keys[who]}"}
+
+    held: list[Iterator[str]] = []  # a dropped line iterator would close its stream
+
+    with httpx.Client(timeout=10) as client, contextlib.ExitStack() as open_streams:
+
+        def hold(who: str, where: str = live) -> httpx.Response:
+            r = open_streams.enter_context(client.stream("GET", where, headers=headers(who)))
+            assert r.status_code == 200, r.read()
+            held.append(lines := r.iter_lines())
+            assert next(lines) == ": subscribed"  # the server holds it now
+            return r
+
+        first = hold("acme")
+        hold("acme")
+        r = client.get(live, headers=headers("acme"))
+        assert r.status_code == 429, r.text
+        assert "this API key already holds 2 live stream(s)" in r.json()["detail"]
+        assert r.headers["retry-after"] == "5"
+        hold("acme_admin")  # the tenant's third
+        r = client.get(live, headers=headers("acme_admin"))
+        assert r.status_code == 429, r.text
+        assert "tenant acme already holds 3 live stream(s)" in r.json()["detail"]
+        hold("bolt", bolt_live)  # another tenant: its own allowance
+        assert feed.counters["streams_refused"] == 2
+
+        first.close()  # the client goes away: its place is free once the server notices
+        deadline = time.monotonic() + 10
+        while True:
+            with client.stream("GET", live, headers=headers("acme_admin")) as r:
+                if r.status_code == 200:
+                    assert next(r.iter_lines()) == ": subscribed"
+                    break
+                assert r.status_code == 429
+            assert time.monotonic() < deadline, "a closed stream kept its place"
+            time.sleep(0.2)
