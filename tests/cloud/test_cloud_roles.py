@@ -26,6 +26,7 @@ before pytest (docs/cloud.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import getpass
 import json
@@ -580,7 +581,10 @@ def test_units_are_enabled_and_verify(lab: Lab, tmp_path: Path) -> None:
         "questdb.service",
     ]
     timers = lab.root / "etc/systemd/system/timers.target.wants"
-    assert sorted(p.name for p in timers.iterdir()) == ["derrick-report.timer"]
+    assert sorted(p.name for p in timers.iterdir()) == [
+        "derrick-catalogue-sync.timer",
+        "derrick-report.timer",
+    ]
     units = lab.root / "etc/systemd/system"
     verified = (
         "mosquitto.service", "questdb.service", "derrick-api.service", "derrick-prometheus.service"
@@ -597,7 +601,8 @@ def test_units_are_enabled_and_verify(lab: Lab, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     # The alerts role's units, as tests/fleet/test_fleet_services.py checks its own: a
     # warning is a failure too.
-    ours = ("derrick-alerts.service", "derrick-report.service", "derrick-report.timer")
+    ours = ("derrick-alerts.service", "derrick-report.service", "derrick-report.timer",
+            "derrick-catalogue-sync.service", "derrick-catalogue-sync.timer")  # fmt: skip
     result = subprocess.run(
         ["systemd-analyze", "verify", *(str(units / unit) for unit in ours)],
         capture_output=True,
@@ -609,6 +614,8 @@ def test_units_are_enabled_and_verify(lab: Lab, tmp_path: Path) -> None:
     assert {"OnCalendar=*-*-01 06:00:00 UTC", "Persistent=true"} <= set(timer)
     report = (units / "derrick-report.service").read_text().splitlines()
     assert "Type=oneshot" in report
+    sync_timer = (units / "derrick-catalogue-sync.timer").read_text().splitlines()
+    assert "OnUnitInactiveSec=5min" in sync_timer
 
 
 def test_registry_is_created_and_migrated(lab: Lab) -> None:
@@ -727,6 +734,41 @@ def test_ingest_stores_a_node_in_the_converged_questdb(lab: Lab, services: Servi
             break
         time.sleep(0.5)
     assert values == [v for _, v in samples]
+
+
+def test_catalogue_sync_service_registers_the_births_ingest_saw(
+    lab: Lab, services: Services
+) -> None:
+    """derrick-catalogue-sync.service's ExecStart, run once as its timer would: a node that
+    was born through the converged broker and ingest is then in the registry, under its site,
+    with its device and metric as the birth declared them."""
+    node = "s901-a003"
+    asyncio.run(_publish_node(lab.ports["mqtt"], lab.edge_password, node=node))
+    query = "SELECT count() FROM metric_catalogue WHERE node = %s AND metric = 'ROP'"
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(psycopg.Error), psycopg.connect(services.questdb_dsn) as conn:
+            if conn.execute(query, (node,)).fetchone() != (0,):
+                break
+        assert time.monotonic() < deadline, "the birth never reached metric_catalogue"
+        time.sleep(0.5)
+    command = _unit_command(lab, "derrick-catalogue-sync.service")
+    done = subprocess.run(
+        command.argv, env=command.env, cwd=command.cwd, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    with psycopg.connect(lab.registry_dsn) as conn:
+        appliance = conn.execute(
+            "SELECT site_id, state FROM appliances WHERE id = %s", (node,)
+        ).fetchone()
+        metrics = conn.execute(
+            "SELECT device_id, name, datatype, unit, hot FROM metrics WHERE appliance_id = %s"
+            " AND device_id = %s",
+            (node, DEVICE),
+        ).fetchall()
+    assert appliance == (SITE, "discovered")
+    assert metrics == [(DEVICE, "ROP", "Double", "ft/h", True)]  # the DBIRTH's one metric
 
 
 def test_api_is_healthy_and_ready(lab: Lab, services: Services) -> None:
