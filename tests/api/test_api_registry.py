@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,10 +18,12 @@ import aiomqtt
 import psycopg
 import pytest
 from psycopg import sql
+from questdb import Sender, TimestampNanos
 
 from api import broker_auth, keys, migrate, registry
 from api.errors import MigrationError, NotFoundError, QuotaError, RegistryError
-from harness import Mosquitto, Postgres
+from core.tables import TableSet
+from harness import Mosquitto, Postgres, QuestDB
 
 pytestmark = [pytest.mark.integration]
 
@@ -183,6 +188,113 @@ async def test_provisioned_node_is_confined_to_its_topics_and_retired_node_is_lo
         assert await _connects(port, "ingest", svc_new.password)
     states = registry.appliance_states(reg_conn, ["s101-a001", "s101-a002"])
     assert states == {"s101-a001": "retired", "s101-a002": "provisioned"}
+
+
+@pytest.mark.asyncio
+async def test_a_node_retired_while_connected_can_no_longer_publish(
+    reg_conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    """Retiring revokes at the broker at once, not at the node's next connect: after
+    broker-files and a reload, what the still-connected node publishes on its own topics no
+    longer reaches the Primary Host, while a neighbour's does."""
+    registry_tenant(reg_conn, "acme")
+    registry.create_site(reg_conn, "s101", "acme")
+    a1 = registry.provision(reg_conn, "s101-a001")
+    a2 = registry.provision(reg_conn, "s101-a002")
+    svc = registry.create_service_account(reg_conn, "ingest")
+    files = registry.write_broker_files(reg_conn, tmp_path / "auth")
+    broker = Mosquitto(
+        tmp_path / "mosquitto",
+        insecure_allow_anonymous=False,
+        password_file=files["mosquitto.passwd"],
+        acl_file=files["mosquitto.acl"],
+    )
+    with broker:
+        port = broker.port
+        async with (
+            aiomqtt.Client("127.0.0.1", port, username="ingest", password=svc.password) as host,
+            aiomqtt.Client("127.0.0.1", port, username="s101-a002", password=a2.password) as a002,
+        ):
+            await host.subscribe("spBv1.0/#", qos=1)
+            seen: list[str] = []
+
+            async def until(topic: str) -> None:
+                async for message in host.messages:
+                    seen.append(str(message.topic))
+                    if str(message.topic) == topic:
+                        return
+
+            retired_node = aiomqtt.Client(
+                "127.0.0.1", port, username="s101-a001", password=a1.password
+            )
+            async with retired_node as a001:
+                await a001.publish("spBv1.0/s101/NDATA/s101-a001", b"before", qos=1)
+                await asyncio.wait_for(until("spBv1.0/s101/NDATA/s101-a001"), 10)
+                registry.retire(reg_conn, "s101-a001")
+                registry.write_broker_files(reg_conn, tmp_path / "auth")
+                broker.reload()
+                await asyncio.sleep(1.0)
+                seen.clear()
+                with contextlib.suppress(aiomqtt.MqttError):  # refused, or disconnected
+                    await a001.publish("spBv1.0/s101/NDATA/s101-a001", b"after", qos=1)
+                    await a001.publish("spBv1.0/s101/DDATA/s101-a001/daq", b"after", qos=1)
+                # a marker from the neighbour, published after: once it arrived, anything
+                # the retired node got through would have arrived before it
+                await a002.publish("spBv1.0/s101/NDATA/s101-a002", b"marker", qos=1)
+                await asyncio.wait_for(until("spBv1.0/s101/NDATA/s101-a002"), 10)
+    assert seen == ["spBv1.0/s101/NDATA/s101-a002"]
+
+
+def test_catalogue_sync_follows_rebirths(reg_conn: psycopg.Connection, questdb: QuestDB) -> None:
+    """A later birth that changes a metric's unit and hot flag and adds a metric: the next
+    sync updates the one and adds the other; the appliance's first birth stays, its last
+    moves; a node of an unregistered site is counted and skipped; a third sync changes
+    nothing."""
+    registry_tenant(reg_conn, "acme")
+    registry.create_site(reg_conn, "s101", "acme")
+    tables = TableSet(f"c{uuid.uuid4().hex[:8]}_")
+    for statement in tables.create_statements():
+        questdb.exec_sql(statement)
+    t1 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    t2 = t1 + dt.timedelta(days=3)
+
+    def born(rows: list[tuple[str, str, str, bool, dt.datetime]]) -> None:
+        with Sender.from_conf(questdb.ilp_conf) as sender:
+            for node, metric, unit, hot, at in rows:
+                sender.row(
+                    tables.catalogue.name,
+                    symbols={"site": node[:4], "node": node, "device": "daq", "metric": metric,
+                             "datatype": "Double", "unit": unit},
+                    columns={"hot": hot},
+                    at=TimestampNanos(int(at.timestamp()) * 1_000_000_000),
+                )  # fmt: skip
+            sender.flush()
+
+    def sync() -> tuple[registry.SyncReport, list[tuple[object, ...]]]:
+        with psycopg.connect(questdb.pg_dsn, autocommit=True) as q:
+            report = registry.sync_catalogue(reg_conn, q, tables)
+        rows = reg_conn.execute(
+            "SELECT m.name, m.unit, m.hot, a.first_seen, a.last_birth FROM metrics m"
+            " JOIN appliances a ON a.id = m.appliance_id ORDER BY m.name"
+        ).fetchall()
+        return report, rows
+
+    def applied(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while questdb.exec_sql(f"SELECT count() FROM {tables.catalogue.name}")["dataset"] != [[n]]:
+            assert time.monotonic() < deadline, "catalogue rows not applied"
+            time.sleep(0.2)
+
+    born([("s101-a001", "ROP", "ft/h", True, t1), ("s999-a001", "ROP", "ft/h", True, t1)])
+    applied(2)
+    report, rows = sync()
+    assert (report.metrics, report.skipped_unknown_site) == (1, 1)
+    assert rows == [("ROP", "ft/h", True, t1, t1)]
+    born([("s101-a001", "ROP", "m/h", False, t2), ("s101-a001", "WOB", "klbf", True, t2)])
+    applied(4)
+    report, rows = sync()
+    assert rows == [("ROP", "m/h", False, t1, t2), ("WOB", "klbf", True, t1, t2)]
+    assert sync()[1] == rows
 
 
 def test_tenant_appliance_quota_refuses_provisioning_over_it(
