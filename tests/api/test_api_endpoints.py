@@ -123,7 +123,15 @@ async def test_series_aggregates_compare_kpis(
         params={"metric": "WOB", "period": "month", "tz": tz},
         headers=h,
     )
-    assert r.status_code == 200 and len(r.json()["buckets"]) >= 1
+    assert r.status_code == 200
+    months = r.json()["buckets"]  # every sample of the world is in one of them
+    assert sum(b["count"] for b in months) == len(world.times)
+    assert sum(b["sum"] for b in months) == pytest.approx(
+        sum(w.value("WOB", i) for i, _ in world.times), rel=1e-12
+    )
+    for b in months:
+        first = dt.datetime.fromisoformat(b["ts"]).astimezone(zoneinfo.ZoneInfo(tz))
+        assert (first.day, first.hour, first.minute) == (1, 0, 0)  # local first of the month
 
     r = await client.get(
         f"/v1/appliances/{ACME_APP}/compare", params={"period": "week", "tz": tz}, headers=h
@@ -143,6 +151,17 @@ async def test_series_aggregates_compare_kpis(
     assert kpis["current"] == [
         {"metric": "DrillingEfficiency", "value": 40.0, "ts": kpis["current"][0]["ts"]}
     ]
+    # today: the KPI values (40 + k, k minutes 10k + 1 ago) since local midnight of the zone
+    zone = zoneinfo.ZoneInfo(kpis["tz"])
+    midnight = dt.datetime.combine(world.now.astimezone(zone).date(), dt.time(), zone)
+    today = [40.0 + k for k in range(6) if world.now - dt.timedelta(minutes=10 * k + 1) >= midnight]
+    want = (
+        [{"metric": "DrillingEfficiency", "avg": sum(today) / len(today), "min": min(today),
+          "max": max(today), "count": len(today)}]
+        if today
+        else []
+    )  # fmt: skip
+    assert kpis["today"] == want
 
 
 #: the query each GET route needs to answer (the rest take defaults)
