@@ -14,8 +14,11 @@ The price: a revoked key, a disabled user or a changed share takes effect within
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
@@ -23,6 +26,7 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from api import keys
+from core.ratelimit import TokenBucket
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -76,23 +80,51 @@ class _TtlCache:
 
 
 class Access:
+    """``unknown_lookups_per_s``/``unknown_burst``: registry lookups allowed for keys whose
+    id is not among the live key ids (refreshed every ``cache_s``, at least every second).
+    A flood of well-formed made-up keys then costs the registry nothing beyond that
+    allowance, and cannot evict the real keys' cached answers; a key issued since the last
+    refresh is found through the allowance, at once, except during such a flood."""
+
     def __init__(
         self,
         pool: AsyncConnectionPool[Any],
         cache_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        unknown_lookups_per_s: float = 20.0,
+        unknown_burst: int = 100,
     ) -> None:
         self._pool = pool
         self._cache = _TtlCache(cache_s, clock=clock)
+        self._clock = clock
+        self._known: frozenset[str] = frozenset()
+        self._known_until = -math.inf
+        self._known_lock = asyncio.Lock()
+        self._unknown = TokenBucket(unknown_lookups_per_s, unknown_burst, clock)
+        self.counters: Counter[str] = Counter()
 
     @property
     def pool(self) -> AsyncConnectionPool[Any]:
         """The registry pool, for route modules that own their own tables."""
         return self._pool
 
+    async def _known_ids(self) -> frozenset[str]:
+        """The ids of the keys not revoked, as of at most ``cache_s`` (≥ 1 s) ago."""
+        async with self._known_lock:
+            if self._clock() >= self._known_until:
+                async with self._pool.connection() as conn:
+                    cur = await conn.execute("SELECT key_id FROM api_keys WHERE revoked_at IS NULL")
+                    self._known = frozenset(str(r[0]) for r in await cur.fetchall())
+                self._known_until = self._clock() + max(self._cache.ttl_s, 1.0)
+            return self._known
+
     async def authenticate(self, presented: str) -> Principal | None:
         key_id = keys.parse_key_id(presented)
         if key_id is None:
+            return None
+        if key_id not in await self._known_ids() and self._unknown.take() > 0.0:
+            self.counters["unknown_key_lookups_shed"] += 1
             return None
         digest = hashlib.sha256(presented.encode()).digest()
         return await self._cache.get(("key", digest), lambda: self._authenticate(key_id, presented))

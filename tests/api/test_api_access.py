@@ -63,3 +63,47 @@ async def test_revoked_key_is_refused_within_the_cache_time(
         clock.now += cache_s
         assert await access.authenticate(plaintext) is None
         assert await access.authenticate(forged) is None
+
+
+async def test_made_up_keys_cost_the_registry_only_their_allowance(
+    registry_dsn: str, reg_conn: psycopg.Connection, issued: tuple[str, str]
+) -> None:
+    """A flood of well-formed keys with made-up ids: registry lookups stop at the unknown-key
+    allowance (the rest refused without a query, counted); the real key keeps working during
+    the flood; a key issued after the ids were loaded works at once (through the allowance)
+    and, once the ids are refreshed, needs none of it."""
+    plaintext, _ = issued
+    clock = Clock()
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        registry_dsn, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False
+    )
+    async with pool:
+        access = Access(pool, 5.0, clock=clock, unknown_lookups_per_s=1.0, unknown_burst=10)
+        looked_up: list[str] = []
+        lookup = access._authenticate
+
+        async def counting(key_id: str, presented: str) -> Any:
+            looked_up.append(key_id)
+            return await lookup(key_id, presented)
+
+        access._authenticate = counting  # type: ignore[method-assign]
+        assert await access.authenticate(plaintext) is not None
+        flood = [keys.generate().plaintext for _ in range(200)]
+        for made_up in flood:
+            assert await access.authenticate(made_up) is None
+        assert len(looked_up) == 1 + 10  # the real key, then the burst of the allowance
+        assert access.counters["unknown_key_lookups_shed"] == 190
+        assert await access.authenticate(plaintext) is not None  # cached, or known: no query
+
+        # issued after the ids were loaded: found through the allowance (refilled 1/s)
+        user = registry.create_user(reg_conn, "acme", "admin@acme.test", keys.Role.CUSTOMER_ADMIN)
+        fresh = registry.issue_api_key(reg_conn, user, "new").plaintext
+        clock.now += 1.0
+        assert await access.authenticate(fresh) is not None
+        # after the refresh (cache_s) the new id is known: a flood does not shed it
+        clock.now += 5.0
+        for made_up in flood[:50]:
+            await access.authenticate(made_up)
+        before = access.counters["unknown_key_lookups_shed"]
+        assert await access.authenticate(fresh) is not None
+        assert access.counters["unknown_key_lookups_shed"] == before
