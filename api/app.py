@@ -233,20 +233,26 @@ async def authenticate(request: Request[Any, Any, Any], svc: Svc) -> Principal:
             "a valid API key is required (Authorization: Bearer <key> or X-API-Key)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    retry_after = svc.limiter.check(who.key_id, who.rate_per_s, who.burst)
+    # a route that costs the servers many ordinary requests' work (a PDF, a Parquet export)
+    # says so with ``cost=`` in its decorator and counts as that many requests
+    cost = float(request.route_handler.opt.get("cost", 1))
+    counts = f" (this request counts as {cost:g})" if cost != 1 else ""
+    retry_after = svc.limiter.check(who.key_id, who.rate_per_s, who.burst, cost)
     if retry_after:
         raise HTTPException(
             status_code=429,
-            detail=f"rate limit of this key ({who.rate_per_s:g} requests/s) exceeded",
+            detail=f"rate limit of this key ({who.rate_per_s:g} requests/s) exceeded{counts}",
             headers={"Retry-After": str(retry_after)},
         )
-    retry_after = svc.limiter.check(f"tenant:{who.tenant}", who.tenant_rate_per_s, who.tenant_burst)
+    retry_after = svc.limiter.check(
+        f"tenant:{who.tenant}", who.tenant_rate_per_s, who.tenant_burst, cost
+    )
     if retry_after:
         raise HTTPException(
             status_code=429,
             detail=(
                 f"rate limit of tenant {who.tenant} ({who.tenant_rate_per_s:g} requests/s, "
-                "all its keys together) exceeded"
+                f"all its keys together) exceeded{counts}"
             ),
             headers={"Retry-After": str(retry_after)},
         )

@@ -18,12 +18,13 @@ class RateLimiter:
         self._buckets: dict[str, TokenBucket] = {}
         self._max_keys = max_keys
 
-    def check(self, key_id: str, rate_per_s: float, burst: int) -> int:
-        """0 when the request may proceed, else the Retry-After in whole seconds (≥ 1)."""
+    def check(self, key_id: str, rate_per_s: float, burst: int, cost: float = 1.0) -> int:
+        """0 when the request (worth ``cost`` requests) may proceed, else the Retry-After in
+        whole seconds (≥ 1)."""
         bucket = self._buckets.get(key_id)
         if bucket is None or bucket.rate != rate_per_s or bucket.burst != burst:
             if len(self._buckets) >= self._max_keys:
                 self._buckets.clear()  # bounded memory; buckets refill anyway
             bucket = self._buckets[key_id] = TokenBucket(rate_per_s, burst, self._clock)
-        wait = bucket.take()
+        wait = bucket.take(cost)
         return 0 if wait == 0.0 else max(1, math.ceil(wait))

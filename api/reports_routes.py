@@ -29,7 +29,16 @@ Month = Annotated[
 ]
 
 
-@get("/v1/sites/{site_id:str}/reports/{month:str}", tags=["reports"], media_type=PDF)
+#: a report renders a month of a site (PDF or CSV): it counts as this many requests
+REPORT_COST = 20
+
+
+@get(
+    "/v1/sites/{site_id:str}/reports/{month:str}",
+    tags=["reports"],
+    media_type=PDF,
+    cost=REPORT_COST,
+)
 async def monthly_report(
     *,
     svc: Svc,

@@ -68,7 +68,11 @@ def to_parquet(rows: list[tuple[object, ...]]) -> bytes:
     return out.getvalue()
 
 
-@get("/v1/vendor/datasets/daily", tags=["vendor"], media_type=PARQUET)
+#: a dataset reads up to a year of every shared site: it counts as this many requests
+DATASET_COST = 20
+
+
+@get("/v1/vendor/datasets/daily", tags=["vendor"], media_type=PARQUET, cost=DATASET_COST)
 async def vendor_daily_dataset(
     *,
     svc: Svc,

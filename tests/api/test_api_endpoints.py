@@ -4,13 +4,17 @@ tenant isolation, hostile parameters, rate limits, OpenAPI (and schemathesis aga
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 import zoneinfo
 from collections.abc import AsyncIterator
 
+import psycopg
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from api import registry
+from api.keys import Role
 from harness import QuestDB
 
 from . import world as w
@@ -292,6 +296,27 @@ async def test_rate_limit_per_key_with_retry_after(
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
     assert "rate limit of this key (0.2 requests/s)" in r.text
     assert (await client.get("/v1/sites", headers=auth(world))).status_code == 200  # other key
+
+
+async def test_a_report_counts_as_many_requests(
+    client: AsyncTestClient[Litestar], world: w.World
+) -> None:
+    """A key with a burst of 25 and a slow refill: one report (20) passes, the second is 429
+    saying what it counts as, while ordinary requests still have their 5."""
+    with psycopg.connect(world.registry_dsn, autocommit=True) as conn:
+        user = registry.create_user(
+            conn, "acme", f"reports-{uuid.uuid4().hex[:6]}@acme.test", Role.CUSTOMER_VIEWER
+        )
+        key = registry.issue_api_key(conn, user, "reports", rate_per_s=0.01, burst=25).plaintext
+    h = {"Authorization": f"Bearer {key}"}
+    month = (world.now.date().replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
+    report = f"/v1/sites/s201/reports/{month}?format=csv&table=daily"
+    assert (await client.get(report, headers=h)).status_code == 200
+    r = await client.get(report, headers=h)
+    assert r.status_code == 429, r.text
+    assert "(this request counts as 20)" in r.json()["detail"]
+    codes = [(await client.get("/v1/sites", headers=h)).status_code for _ in range(6)]
+    assert codes == [200] * 5 + [429]
 
 
 async def test_rate_limit_per_tenant_across_its_keys(
