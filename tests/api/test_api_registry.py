@@ -21,6 +21,7 @@ from psycopg import sql
 from questdb import Sender, TimestampNanos
 
 from api import broker_auth, keys, migrate, registry
+from api.broker_auth import IssuedPassword
 from api.errors import MigrationError, NotFoundError, QuotaError, RegistryError
 from core.tables import TableSet
 from harness import Mosquitto, Postgres, QuestDB
@@ -110,24 +111,33 @@ async def _connects(port: int, user: str, password: str) -> bool:
         return False
 
 
-@pytest.mark.asyncio
-async def test_provisioned_node_is_confined_to_its_topics_and_retired_node_is_locked_out(
+def _provisioned_site(
     reg_conn: psycopg.Connection, tmp_path: Path
-) -> None:
-    registry_tenant(reg_conn, "acme")
+) -> tuple[IssuedPassword, IssuedPassword, IssuedPassword, Mosquitto]:
+    """Site s101 of tenant acme with s101-a001 and s101-a002 provisioned and the ingest
+    service account (their passwords, in that order), and a Mosquitto, not started, on the
+    broker files of the registry (written to ``tmp_path/auth``)."""
     registry.create_site(reg_conn, "s101", "acme")
-    registry.create_site(reg_conn, "s102", "acme")
     a1 = registry.provision(reg_conn, "s101-a001")
     a2 = registry.provision(reg_conn, "s101-a002")
     svc = registry.create_service_account(reg_conn, "ingest")
     files = registry.write_broker_files(reg_conn, tmp_path / "auth")
-
     broker = Mosquitto(
         tmp_path / "mosquitto",
         insecure_allow_anonymous=False,
         password_file=files["mosquitto.passwd"],
         acl_file=files["mosquitto.acl"],
     )
+    return a1, a2, svc, broker
+
+
+@pytest.mark.asyncio
+async def test_provisioned_node_is_confined_to_its_topics_and_retired_node_is_locked_out(
+    reg_conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    registry_tenant(reg_conn, "acme")
+    registry.create_site(reg_conn, "s102", "acme")
+    a1, a2, svc, broker = _provisioned_site(reg_conn, tmp_path)
     with broker:
         port = broker.port
         assert not await _connects(port, "s101-a001", a2.password)  # another node's password
@@ -198,17 +208,7 @@ async def test_a_node_retired_while_connected_can_no_longer_publish(
     broker-files and a reload, what the still-connected node publishes on its own topics no
     longer reaches the Primary Host, while a neighbour's does."""
     registry_tenant(reg_conn, "acme")
-    registry.create_site(reg_conn, "s101", "acme")
-    a1 = registry.provision(reg_conn, "s101-a001")
-    a2 = registry.provision(reg_conn, "s101-a002")
-    svc = registry.create_service_account(reg_conn, "ingest")
-    files = registry.write_broker_files(reg_conn, tmp_path / "auth")
-    broker = Mosquitto(
-        tmp_path / "mosquitto",
-        insecure_allow_anonymous=False,
-        password_file=files["mosquitto.passwd"],
-        acl_file=files["mosquitto.acl"],
-    )
+    a1, a2, svc, broker = _provisioned_site(reg_conn, tmp_path)
     with broker:
         port = broker.port
         async with (
