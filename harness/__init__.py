@@ -14,10 +14,11 @@ from harness.errors import (
 )
 from harness.mosquitto import Mosquitto
 from harness.postgres import Postgres
-from harness.questdb import QuestDB
+from harness.questdb import SMALL_TABLES, QuestDB
 from harness.stack import ServiceStack
 
 __all__ = [
+    "SMALL_TABLES",
     "HarnessError",
     "Mosquitto",
     "Postgres",

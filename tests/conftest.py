@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import Mosquitto, Postgres, QuestDB
+from harness import SMALL_TABLES, Mosquitto, Postgres, QuestDB
 
 ALLOW_ERROR_LOGS = "allow_error_logs"
 
@@ -72,7 +72,7 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 
 @pytest.fixture(scope="session")
 def _questdb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuestDB]:
-    server = QuestDB(tmp_path_factory.mktemp("questdb"))
+    server = QuestDB(tmp_path_factory.mktemp("questdb"), settings=SMALL_TABLES)
     with server:
         yield server
 

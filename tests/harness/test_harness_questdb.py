@@ -66,6 +66,21 @@ def test_ilp_over_http_and_pgwire(questdb: QuestDB) -> None:
     assert row == (3, 3.0)
 
 
+def test_session_server_reserves_small_pages_for_its_many_tables(questdb: QuestDB) -> None:
+    """A table with one row holds well under a megabyte on disk while its writer is open
+    (at QuestDB's default 16 MiB append pages it held over 100 MiB: a session of hundreds of
+    tables and views reached ~38 GB)."""
+    table = unique_table()
+    _create_wal_table(questdb, table)
+    questdb.exec_sql(
+        f"insert into {table} values ('s017-a042', 'WOB', 12.5, '2026-01-01T00:00:00.000000Z')"
+    )
+    _wait_for_rows(questdb, table, 1)
+    (directory,) = (d for d in (questdb.root / "db").glob(f"{table}~*") if d.is_dir())
+    allocated = sum(f.stat().st_blocks * 512 for f in directory.rglob("*") if f.is_file())
+    assert allocated < 4 * 1024 * 1024, f"{directory}: {allocated:,} bytes allocated"
+
+
 def test_bad_sql_raises_query_error(questdb: QuestDB) -> None:
     with pytest.raises(QueryError, match="no_such_table"):
         questdb.exec_sql("select * from no_such_table_at_all")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import Mosquitto, QuestDB
+from harness import SMALL_TABLES, Mosquitto, QuestDB
 from harness.derrick import ALL_TAGS, EdgeSpec, SimulatedDevice, edge_process, ingest_process
 from harness.observer import Row, SparkplugObserver
 from harness.ports import allocate_port
@@ -391,7 +391,7 @@ def test_questdb_down_stops_acknowledgements_and_loses_nothing(
     """QuestDB killed for 30 s: the worker stops acknowledging, keeps at most
     ``max_pending_rows`` in memory (shedding the rest, unacknowledged), and once QuestDB is
     back every reading the edges published is stored."""
-    with QuestDB(tmp_path / "questdb") as questdb:
+    with QuestDB(tmp_path / "questdb", settings=SMALL_TABLES) as questdb:
         rig = _rig_on_own_questdb(tmp_path, mosquitto, questdb)
         try:
             rig.add_edge(8)
@@ -515,7 +515,7 @@ def test_frozen_questdb_stops_acknowledgements_and_loses_nothing(
     in memory, and once QuestDB answers again every reading is stored exactly once with no
     operator action."""
     metrics_port = allocate_port()
-    with QuestDB(tmp_path / "questdb") as questdb:
+    with QuestDB(tmp_path / "questdb", settings=SMALL_TABLES) as questdb:
         rig = _rig_on_own_questdb(tmp_path, mosquitto, questdb, metrics_port)
 
         def scrape() -> dict[str, float]:
