@@ -111,8 +111,10 @@ class Access:
 
     async def _known_ids(self) -> frozenset[str]:
         """The ids of the keys not revoked, as of at most ``cache_s`` (≥ 1 s) ago."""
+        if self._clock() < self._known_until:
+            return self._known
         async with self._known_lock:
-            if self._clock() >= self._known_until:
+            if self._clock() >= self._known_until:  # not refreshed while this one waited
                 async with self._pool.connection() as conn:
                     cur = await conn.execute("SELECT key_id FROM api_keys WHERE revoked_at IS NULL")
                     self._known = frozenset(str(r[0]) for r in await cur.fetchall())

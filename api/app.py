@@ -41,7 +41,7 @@ from api.access import Access, Principal
 from api.completeness import site_completeness
 from api.live import LiveFeed, StreamLimitError
 from api.ops import prometheus_config
-from api.ratelimit import RateLimiter
+from api.ratelimit import Limit, RateLimiter
 from api.readings import Bucket, Reader, Totals
 from core.logformat import JsonFormatter, LogFormat
 from core.queries import SERIES_BUCKETS
@@ -237,24 +237,19 @@ async def authenticate(request: Request[Any, Any, Any], svc: Svc) -> Principal:
     # says so with ``cost=`` in its decorator and counts as that many requests
     cost = float(request.route_handler.opt.get("cost", 1))
     counts = f" (this request counts as {cost:g})" if cost != 1 else ""
-    retry_after = svc.limiter.check(who.key_id, who.rate_per_s, who.burst, cost)
-    if retry_after:
-        raise HTTPException(
-            status_code=429,
-            detail=f"rate limit of this key ({who.rate_per_s:g} requests/s) exceeded{counts}",
-            headers={"Retry-After": str(retry_after)},
+    key = Limit(who.key_id, who.rate_per_s, who.burst)
+    tenant = Limit(f"tenant:{who.tenant}", who.tenant_rate_per_s, who.tenant_burst)
+    refused = svc.limiter.admit((key, tenant), cost)
+    if refused is not None:
+        limit, retry_after = refused
+        detail = (
+            f"rate limit of this key ({who.rate_per_s:g} requests/s) exceeded{counts}"
+            if limit is key
+            else f"rate limit of tenant {who.tenant} ({who.tenant_rate_per_s:g} requests/s, "
+            f"all its keys together) exceeded{counts}"
         )
-    retry_after = svc.limiter.check(
-        f"tenant:{who.tenant}", who.tenant_rate_per_s, who.tenant_burst, cost
-    )
-    if retry_after:
         raise HTTPException(
-            status_code=429,
-            detail=(
-                f"rate limit of tenant {who.tenant} ({who.tenant_rate_per_s:g} requests/s, "
-                f"all its keys together) exceeded{counts}"
-            ),
-            headers={"Retry-After": str(retry_after)},
+            status_code=429, detail=detail, headers={"Retry-After": str(retry_after)}
         )
     return who
 

@@ -153,8 +153,10 @@ class LiveFeed:
             self._subscribers[site].discard(queue)
             if not self._subscribers[site]:
                 del self._subscribers[site]
-            self._streams.subtract(owners)
-            self._streams += Counter()  # drop the zeros
+            for owner in owners:
+                self._streams[owner] -= 1
+                if not self._streams[owner]:
+                    del self._streams[owner]
 
     async def run(self) -> None:
         """Consume until cancelled; reconnect with backoff (1 s doubling to 30 s)."""

@@ -22,8 +22,8 @@ class TokenBucket:
     def __repr__(self) -> str:
         return f"TokenBucket(rate={self.rate:g}/s, burst={self.burst:g})"
 
-    def take(self, n: float = 1.0) -> float:
-        """Take ``n`` tokens: 0.0 when allowed, else the seconds until they would be.
+    def wait(self, n: float = 1.0) -> float:
+        """Seconds until ``n`` tokens could be taken (0.0: now), taking none.
 
         A request larger than the burst is allowed when the bucket is full and leaves it in
         debt, so that no size of request is refused for ever.
@@ -32,7 +32,12 @@ class TokenBucket:
         self._tokens = min(self.burst, self._tokens + max(0.0, now - self._at) * self.rate)
         self._at = now
         need = min(n, self.burst)
-        if self._tokens >= need:
+        return 0.0 if self._tokens >= need else (need - self._tokens) / self.rate
+
+    def take(self, n: float = 1.0) -> float:
+        """Take ``n`` tokens: 0.0 when allowed (see :meth:`wait`), else the seconds until
+        they would be, and none taken."""
+        wait = self.wait(n)
+        if wait == 0.0:
             self._tokens -= n
-            return 0.0
-        return (need - self._tokens) / self.rate
+        return wait
