@@ -33,6 +33,38 @@ from harness.service import Service
 logger = logging.getLogger(__name__)
 
 SERVICE_USER = "derrick-pg"
+_OUTSIDE_PREFIX = "derrick-pg-"
+_OWNER_FILE = "derrick-owner"  # "<pid> <start time>" of the harness process that made it
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of ``pid`` in clock ticks since boot (/proc), or None if it is gone:
+    with the pid it names one process, even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def sweep_orphaned_cluster_dirs(tmp: Path | None = None) -> list[Path]:
+    """Remove the cluster directories made outside a private base directory (see
+    ``Postgres._choose_cluster_dir``) whose harness process is gone: a run killed before it
+    could close its clusters leaves them behind (~47 MB each). Directories without an owner
+    mark (not ours, or being made) and those of live processes are kept."""
+    removed = []
+    for directory in Path(tmp or tempfile.gettempdir()).glob(_OUTSIDE_PREFIX + "*"):
+        try:
+            pid, start = (directory / _OWNER_FILE).read_text(encoding="ascii").split()
+        except (OSError, ValueError):
+            continue
+        if _process_start(int(pid)) == start:
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(directory)
+    if removed:
+        logger.info("removed %d orphaned PostgreSQL cluster directories", len(removed))
+    return removed
 
 
 def _service_identity() -> RunAs | None:
@@ -162,8 +194,11 @@ class Postgres(Service):
             return preferred
         # base_dir sits under a private directory (pytest's tmp is 0700 under /tmp/pytest-of-root)
         self._owns_cluster_dir = True
-        outside = Path(tempfile.mkdtemp(prefix="derrick-pg-"))
+        sweep_orphaned_cluster_dirs()
+        outside = Path(tempfile.mkdtemp(prefix=_OUTSIDE_PREFIX))
         os.chmod(outside, 0o711)  # noqa: S103 - search-only, for the service user
+        mark = f"{os.getpid()} {_process_start(os.getpid())}"
+        (outside / _OWNER_FILE).write_text(mark, encoding="ascii")
         with contextlib.suppress(FileExistsError):
             preferred.symlink_to(outside)
         return outside

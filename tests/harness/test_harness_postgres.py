@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import psycopg
 
 from harness import Postgres
 from harness.ports import is_listening
+from harness.postgres import sweep_orphaned_cluster_dirs
 from harness.process import process_alive
 
 
@@ -67,3 +69,32 @@ def test_restart_on_same_port_keeps_data(tmp_path: Path) -> None:
     assert not pg.running
     if cluster_dir.parent != tmp_path / "pg":  # created outside base_dir: removed on close
         assert not cluster_dir.exists()
+
+
+def test_cluster_directories_of_dead_runs_are_swept(tmp_path: Path) -> None:
+    """A run killed before closing its clusters leaves their outside directories behind; the
+    next cluster made outside removes those whose owner is gone, and only those."""
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    orphan, live, foreign = (tmp_path / f"derrick-pg-{n}" for n in ("orphan", "live", "foreign"))
+    for directory in (orphan, live, foreign):
+        (directory / "data").mkdir(parents=True)
+    (orphan / "derrick-owner").write_text(f"{exited.pid} 12345")
+    own_start = Path(f"/proc/{os.getpid()}/stat").read_text().rpartition(")")[2].split()[19]
+    (live / "derrick-owner").write_text(f"{os.getpid()} {own_start}")
+    reused = tmp_path / "derrick-pg-reused"  # our pid, another start time: a reused pid
+    (reused / "data").mkdir(parents=True)
+    (reused / "derrick-owner").write_text(f"{os.getpid()} 1")
+    assert sorted(sweep_orphaned_cluster_dirs(tmp_path)) == sorted([orphan, reused])
+    assert not orphan.exists() and not reused.exists()
+    assert live.exists() and foreign.exists()
+
+
+def test_a_cluster_outside_its_base_directory_is_marked_and_kept(postgres: Postgres) -> None:
+    mark = postgres.cluster_dir / "derrick-owner"
+    if postgres.cluster_dir.is_relative_to(postgres.base_dir):  # not root: nothing outside
+        assert not mark.exists()
+        return
+    assert mark.read_text().split()[0] == str(os.getpid())
+    assert postgres.cluster_dir not in sweep_orphaned_cluster_dirs()
+    assert (postgres.data_dir / "PG_VERSION").exists()
