@@ -13,7 +13,8 @@ Restart without loss or duplicates:
 - the engine is seeded with the alerts open in PostgreSQL (it neither opens them again nor
   forgets to close them); opening and closing are idempotent in SQL;
 - it subscribes first, then replays from QuestDB the live samples stored since its
-  checkpoint, at most ``catchup_max_s``; the live messages that overlap the replay are
+  checkpoint, at most ``catchup_max_s``, at start and after every reconnection to the
+  broker (what was published while its own link was down never reaches it live); the live messages that overlap the replay are
   dropped by the engine (per rule and scope, a sample must be newer than the last one
   judged). The checkpoint is the newest sample time handled, saved every tick, and moved
   in the same transaction as every alert change to that change's sample time: a replay
@@ -225,7 +226,6 @@ class AlertEvaluator:
         mqtt = self._cfg.mqtt
         await self.reload()
         backoff = 1.0
-        caught_up = False
         while True:
             try:
                 async with aiomqtt.Client(
@@ -239,9 +239,9 @@ class AlertEvaluator:
                     for topic in SUBSCRIPTIONS:
                         await client.subscribe(topic, qos=0)
                     log.info("alert evaluator subscribed at %s:%s", mqtt.host, mqtt.port)
-                    if not caught_up:
-                        await self.catch_up()
-                        caught_up = True
+                    # at start and after every reconnection: what was published while
+                    # the evaluator was away is in QuestDB (stored by ingest), never live
+                    await self.catch_up()
                     self.ready.set()
                     backoff = 1.0
                     async with asyncio.TaskGroup() as tasks:

@@ -24,17 +24,18 @@ from alerts.evaluator import AlertEvaluator
 from alerts.store import AlertStore
 from core.sparkplug import decode_payload
 from harness import Mosquitto, QuestDB
+from harness.proxy import ThrottledProxy
 
 from .conftest import APPLIANCE, SITE, HandNode, now_ms
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.asyncio]
 
 
-def config(mosquitto: Mosquitto, prefix: str) -> AlertsConfig:
+def config(mosquitto: Mosquitto, prefix: str, port: int | None = None) -> AlertsConfig:
     return parse_config(
         f"""
 [mqtt]
-port = {mosquitto.port}
+port = {port or mosquitto.port}
 client_id = "alerts-test"
 [questdb]
 table_prefix = "{prefix}"
@@ -248,3 +249,37 @@ async def test_restart_loses_nothing_and_duplicates_nothing(
             (rule,),
         ).fetchall()
     assert [e[0] for e in events] == ["opened", "resolved", "opened", "resolved"]
+
+
+async def test_samples_sent_while_the_evaluator_was_cut_off_are_judged_from_questdb(
+    registry_pool: AsyncConnectionPool[Any],
+    mosquitto: Mosquitto,
+    questdb: QuestDB,
+    prefix: str,
+    ingest: None,
+    hand_node: HandNode,
+) -> None:
+    """The evaluator's own link to the broker drops (the broker, the nodes and ingest carry
+    on): the crossing published meanwhile never reaches it live, so on reconnecting it
+    replays what QuestDB stored since its checkpoint, as it does at start."""
+    rule = await add_rule(registry_pool, "SPP", THRESHOLD)
+    with ThrottledProxy(mosquitto.port) as link:
+        async with evaluator(config(mosquitto, prefix, link.port), registry_pool, questdb) as ev:
+            await hand_node.birth()
+            await hand_node.send(now_ms(), SPP=2500)
+            await asyncio.sleep(0.6)  # judged, and a checkpoint
+            link.cut()
+            async with asyncio.timeout(10):
+                while ev.ready.is_set():
+                    await asyncio.sleep(0.05)
+            t = now_ms()
+            await hand_node.send(t, SPP=3150)
+            deadline = time.monotonic() + 20
+            while not await stored(questdb, prefix, 3150.0):
+                assert time.monotonic() < deadline, "ingest did not store the sample"
+                await asyncio.sleep(0.2)
+            assert await alerts_of(registry_pool, rule) == []
+            link.restore()
+            rows = await wait_for(registry_pool, rule, ["open"])
+            assert rows[0][5] == 3150.0
+            assert rows[0][2] == dt.datetime.fromtimestamp(t / 1000, dt.UTC)
