@@ -14,11 +14,12 @@ Restart without loss or duplicates:
   forgets to close them); opening and closing are idempotent in SQL;
 - it subscribes first, then replays from QuestDB the live samples stored since its
   checkpoint, at most ``catchup_max_s``, at start and after every reconnection to the
-  broker (what was published while its own link was down never reaches it live); the live messages that overlap the replay are
-  dropped by the engine (per rule and scope, a sample must be newer than the last one
-  judged). The checkpoint is the newest sample time handled, saved every tick, and moved
-  in the same transaction as every alert change to that change's sample time: a replay
-  starts after the last transition written, so it never applies one twice;
+  broker (what was published while its own link was down never reaches it live); the
+  live messages that overlap the replay are dropped by the engine (per rule and scope, a
+  sample must be newer than the last one judged). The checkpoint is the newest sample
+  time handled, saved every tick, and moved in the same transaction as every alert change
+  to that change's sample time: a replay starts after the last transition written, so it
+  never applies one twice;
 - the no-data clock of every appliance of a site with no-data rules starts from the newest
   sample QuestDB holds for it (looked up once per site, within ``catchup_max_s``): a node
   that fell silent before the evaluator started still opens its no-data alerts;
