@@ -45,12 +45,13 @@ def test_ingest_bench_quick_json_has_every_figure() -> None:
         for result in limits.values():
             assert result["messages_per_s"] > 0 and result["metrics_per_s"] > 0
         e2e = report["end_to_end"][shape]
-        assert e2e["complete"], e2e
+        assert e2e["complete"] and e2e["shed_messages"] == 0, e2e
         assert e2e["fraction_of_slowest_limit"] > 0
         assert e2e["worker_peak_rss_mib"] > 0
     assert {"aiomqtt", "paho"} <= report["limits"]["live"].keys()
     latency = report["latency"]
     assert latency["complete"] and latency["p50_ms"] <= latency["p99_ms"]
+    assert latency["shed_messages"] == 0, latency
     assert latency["workers"] == 2, latency
     naive = report["naive"]
     assert naive["complete"] and naive["ratio_live_metrics_per_s"] > 0
