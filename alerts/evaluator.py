@@ -33,6 +33,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -93,6 +94,7 @@ class AlertEvaluator:
         # closed scope, or close an open one, in the engine's memory).
         self._lock = asyncio.Lock()
         self.applied = 0
+        self.counters: Counter[str] = Counter()
 
     def __repr__(self) -> str:
         return f"<AlertEvaluator {self._cfg.evaluator.name}>"
@@ -171,6 +173,21 @@ class AlertEvaluator:
         log.info("caught up: %d stored samples since the checkpoint replayed", len(samples))
         return len(samples)
 
+    async def _catch_up_or_go_live(self) -> None:
+        """A catch-up that cannot read QuestDB is skipped, not fatal: live alerting matters
+        most when something is failing, and an evaluator exiting for QuestDB's sake would
+        leave every site without alerts until QuestDB is back. What was published while the
+        evaluator was away is then not judged (it stays stored)."""
+        try:
+            await self.catch_up()
+        except psycopg.Error as exc:
+            self.counters["catch_up_failures"] += 1
+            log.error(
+                "alerts: catch-up from QuestDB failed (%s): evaluating the live stream only; "
+                "samples published while the evaluator was away are not judged",
+                exc,
+            )
+
     # -- the live stream -----------------------------------------------------------------
 
     async def _handle(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
@@ -242,7 +259,7 @@ class AlertEvaluator:
                     log.info("alert evaluator subscribed at %s:%s", mqtt.host, mqtt.port)
                     # at start and after every reconnection: what was published while
                     # the evaluator was away is in QuestDB (stored by ingest), never live
-                    await self.catch_up()
+                    await self._catch_up_or_go_live()
                     self.ready.set()
                     backoff = 1.0
                     async with asyncio.TaskGroup() as tasks:

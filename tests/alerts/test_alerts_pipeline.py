@@ -24,6 +24,7 @@ from alerts.evaluator import AlertEvaluator
 from alerts.store import AlertStore
 from core.sparkplug import decode_payload
 from harness import Mosquitto, QuestDB
+from harness.ports import allocate_port
 from harness.proxy import ThrottledProxy
 
 from .conftest import APPLIANCE, SITE, HandNode, now_ms
@@ -280,3 +281,40 @@ async def test_samples_sent_while_the_evaluator_was_cut_off_are_judged_from_ques
             rows = await wait_for(registry_pool, rule, ["open"])
             assert rows[0][5] == 3150.0
             assert rows[0][2] == dt.datetime.fromtimestamp(t / 1000, dt.UTC)
+
+
+@pytest.mark.allow_error_logs  # the failed catch-up is logged as an error, on purpose
+async def test_questdb_unreachable_at_start_leaves_live_alerting_on(
+    registry_pool: AsyncConnectionPool[Any],
+    mosquitto: Mosquitto,
+    questdb: QuestDB,
+    prefix: str,
+    ingest: None,
+    hand_node: HandNode,
+) -> None:
+    """The catch-up cannot read QuestDB (down, or its address wrong): the evaluator says so
+    and evaluates the live stream all the same, rather than exiting (a restart loop would
+    leave the sites without alerts for as long as QuestDB is away)."""
+    rule = await add_rule(registry_pool, "SPP", THRESHOLD)
+    cfg = config(mosquitto, prefix)
+    store = AlertStore(registry_pool)
+    await store.save_checkpoint(cfg.evaluator.name, now_ms() - 60_000)  # a catch-up is due
+    nowhere = questdb.pg_dsn.replace(f":{questdb.pg_port}/", f":{allocate_port()}/")
+    qpool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        nowhere, min_size=0, max_size=1, timeout=2, open=False, kwargs={"autocommit": True}
+    )
+    async with qpool:
+        ev = AlertEvaluator(cfg, store, questdb=qpool)
+        task = asyncio.create_task(ev.run(), name="evaluator-without-questdb")
+        try:
+            await asyncio.wait_for(ev.ready.wait(), 20)
+            await hand_node.birth()
+            t = now_ms()
+            await hand_node.send(t, SPP=3200)
+            rows = await wait_for(registry_pool, rule, ["open"])
+            assert rows[0][5] == 3200.0
+            assert ev.counters["catch_up_failures"] == 1
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
