@@ -53,6 +53,7 @@ import pytest
 
 from api import registry
 from api.__main__ import previous_month
+from core import audit
 from core.sparkplug import DataType
 from core.sparkplug.session import EdgeNodeSession, MetricDef
 from harness import Postgres, locate
@@ -734,6 +735,21 @@ def test_ingest_stores_a_node_in_the_converged_questdb(lab: Lab, services: Servi
             break
         time.sleep(0.5)
     assert values == [v for _, v in samples]
+    # and the worker archived what it received, raw, in its audit chain (the cold path's
+    # source: docs/cold-path.md), under the directory the role made
+    chain = lab.root / "var/lib/derrick/audit/derrick-w1"
+    wanted = {f"spBv1.0/{SITE}/NBIRTH/{NODE}", f"spBv1.0/{SITE}/DDATA/{NODE}/{DEVICE}"}
+    deadline = time.monotonic() + 10  # committed once per flush cycle
+    while True:
+        report = audit.verify_chain(chain) if chain.is_dir() else None
+        topics = set()
+        if report is not None and report.ok:
+            topics = {r.topic for _, records in audit.iter_records(chain) for r in records}
+        if wanted <= topics or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert report is not None and report.ok, report
+    assert wanted <= topics, topics
 
 
 def test_catalogue_sync_service_registers_the_births_ingest_saw(
