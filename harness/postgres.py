@@ -27,7 +27,7 @@ from psycopg import sql
 from harness import locate
 from harness.errors import ServiceStartError
 from harness.ports import allocate_port
-from harness.process import RunAs
+from harness.process import RunAs, process_start_time
 from harness.service import Service
 
 logger = logging.getLogger(__name__)
@@ -35,16 +35,6 @@ logger = logging.getLogger(__name__)
 SERVICE_USER = "derrick-pg"
 _OUTSIDE_PREFIX = "derrick-pg-"
 _OWNER_FILE = "derrick-owner"  # "<pid> <start time>" of the harness process that made it
-
-
-def _process_start(pid: int) -> str | None:
-    """The start time of ``pid`` in clock ticks since boot (/proc), or None if it is gone:
-    with the pid it names one process, even after the pid is reused."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[19]
 
 
 def sweep_orphaned_cluster_dirs(tmp: Path | None = None) -> list[Path]:
@@ -58,7 +48,7 @@ def sweep_orphaned_cluster_dirs(tmp: Path | None = None) -> list[Path]:
             pid, start = (directory / _OWNER_FILE).read_text(encoding="ascii").split()
         except (OSError, ValueError):
             continue
-        if _process_start(int(pid)) == start:
+        if process_start_time(int(pid)) == start:
             continue
         shutil.rmtree(directory, ignore_errors=True)
         removed.append(directory)
@@ -197,7 +187,7 @@ class Postgres(Service):
         sweep_orphaned_cluster_dirs()
         outside = Path(tempfile.mkdtemp(prefix=_OUTSIDE_PREFIX))
         os.chmod(outside, 0o711)  # noqa: S103 - search-only, for the service user
-        mark = f"{os.getpid()} {_process_start(os.getpid())}"
+        mark = f"{os.getpid()} {process_start_time(os.getpid())}"
         (outside / _OWNER_FILE).write_text(mark, encoding="ascii")
         with contextlib.suppress(FileExistsError):
             preferred.symlink_to(outside)

@@ -232,11 +232,23 @@ class ManagedProcess:
             os.killpg(self._popen.pid, signum)
 
 
-def process_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (PID 1 in a container may not reap)."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except FileNotFoundError:
-        return False
-    state = stat.rpartition(")")[2].split()[0]
-    return state not in {"Z", "X"}
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (PID 1 in a container may not reap)."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] not in {"Z", "X"}
+
+
+def process_start_time(pid: int) -> str | None:
+    """The start time of ``pid`` in clock ticks since boot, or None if it is gone: with the
+    pid it names one process, even after the pid is reused."""
+    fields = _stat_fields(pid)
+    return None if fields is None else fields[19]

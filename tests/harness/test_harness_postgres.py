@@ -12,7 +12,7 @@ import psycopg
 from harness import Postgres
 from harness.ports import is_listening
 from harness.postgres import sweep_orphaned_cluster_dirs
-from harness.process import process_alive
+from harness.process import process_alive, process_start_time
 
 
 def test_connect_and_query(postgres: Postgres) -> None:
@@ -80,7 +80,7 @@ def test_cluster_directories_of_dead_runs_are_swept(tmp_path: Path) -> None:
     for directory in (orphan, live, foreign):
         (directory / "data").mkdir(parents=True)
     (orphan / "derrick-owner").write_text(f"{exited.pid} 12345")
-    own_start = Path(f"/proc/{os.getpid()}/stat").read_text().rpartition(")")[2].split()[19]
+    own_start = process_start_time(os.getpid())
     (live / "derrick-owner").write_text(f"{os.getpid()} {own_start}")
     reused = tmp_path / "derrick-pg-reused"  # our pid, another start time: a reused pid
     (reused / "data").mkdir(parents=True)
