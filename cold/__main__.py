@@ -29,6 +29,7 @@ from cold.config import ColdConfig, load_config
 from cold.questdb import ColdError, QuestDB
 from core import audit
 from core.config import ConfigError, secret_from_env
+from core.logformat import LOG_FORMATS, configure_logging
 
 log = logging.getLogger("cold")
 
@@ -36,6 +37,7 @@ log = logging.getLogger("cold")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cold", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text")
     sub = parser.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", help="walk the audit chains")
     where = v.add_mutually_exclusive_group(required=True)
@@ -143,11 +145,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level.upper(), args.log_format)
     try:
         return _run(args)
     except ConfigError as exc:

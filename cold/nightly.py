@@ -147,7 +147,10 @@ class NightlyJob:
             if report.head_index is not None and report.head_digest is not None:
                 known[str(report.head_index)] = report.head_digest
                 anchors[chain.name] = known
-            checked.append(f"{chain.name} head {report.head_index}")
+            head = f"head {report.head_index}"
+            if report.head_index is None:
+                head = "no sealed segment yet"
+            checked.append(f"{chain.name}: {report.records} records, {head}")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(anchors, indent=1))

@@ -49,10 +49,12 @@ from typing import Any
 
 import aiomqtt
 import psycopg
+import pyarrow.parquet as pq
 import pytest
 
 from api import registry
 from api.__main__ import previous_month
+from cold.__main__ import _parser as cold_parser
 from core import audit
 from core.sparkplug import DataType
 from core.sparkplug.session import EdgeNodeSession, MetricDef
@@ -66,7 +68,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(150
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
 PLAYBOOK = ANSIBLE_DIR / "cloud.yml"
-GROUPS = ("brokers", "questdb", "postgres", "ingest", "api", "alerts", "grafana", "prometheus")
+GROUPS = (
+    "brokers", "questdb", "postgres", "ingest", "api", "alerts", "cold", "grafana", "prometheus"
+)  # fmt: skip
 RECAP = re.compile(
     r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
 )
@@ -207,6 +211,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
         # the notifier's SMTP login: rendered, never used (no e-mail target in the lab)
         "smtp": secrets.token_urlsafe(12),
         "emqx_auth": secrets.token_urlsafe(18),
+        # the cold job's failure webhook: rendered, never called (nothing fails here)
+        "cold_webhook": f"https://hooks.lab.example/{secrets.token_urlsafe(12)}",
     }
     qdb_dsn = (
         f"host=127.0.0.1 port={ports['qdb_pg']} dbname=qdb user=admin"
@@ -285,6 +291,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
         "cloud_alerts_smtp_sender": "alerts@lab.example",
         "cloud_alerts_smtp_username": "derrick-alerts",
         "cloud_alerts_smtp_password": lab_secrets["smtp"],
+        "cloud_cold_questdb_pg_dsn": qdb_dsn,
+        "cloud_cold_questdb_http_url": f"http://127.0.0.1:{ports['qdb_http']}",
+        "cloud_cold_questdb_ilp_conf": f"http::addr=127.0.0.1:{ports['qdb_http']};",
+        "cloud_cold_alert_webhook": lab_secrets["cold_webhook"],
         "cloud_grafana_questdb_password": lab_secrets["grafana"],
     }
     inventory = base / "inventory.yml"
@@ -493,6 +503,8 @@ def test_secret_files_are_private(lab: Lab) -> None:
         "etc/derrick/api.env",
         "etc/derrick/alerts.env",
         "etc/derrick/report.env",
+        "etc/derrick/cold.env",
+        "etc/derrick/alert.env",
         "etc/questdb/questdb.env",
         "etc/grafana/derrick.env",
         "etc/mosquitto/derrick/passwd",
@@ -506,10 +518,15 @@ def test_secret_files_are_private(lab: Lab) -> None:
     # the reports get the two connection strings, not the evaluator's passwords
     report_env = _environment_file(lab.root / "etc/derrick/report.env")
     assert sorted(report_env) == ["DERRICK_PG_DSN", "DERRICK_QUESTDB_PG"]
+    cold_env = _environment_file(lab.root / "etc/derrick/cold.env")
+    assert sorted(cold_env) == ["DERRICK_QUESTDB_HTTP", "DERRICK_QUESTDB_ILP", "DERRICK_QUESTDB_PG"]
+    alert_env = _environment_file(lab.root / "etc/derrick/alert.env")
+    assert alert_env == {"DERRICK_ALERT_WEBHOOK": lab.secrets["cold_webhook"]}
     for relative in (
         "etc/derrick/ingest-1.toml",
         "etc/derrick/api.toml",
         "etc/derrick/alerts.toml",
+        "etc/derrick/cold.toml",
     ):
         text = (lab.root / relative).read_text()
         assert not any(value in text for value in lab.secrets.values()), relative
@@ -584,6 +601,8 @@ def test_units_are_enabled_and_verify(lab: Lab, tmp_path: Path) -> None:
     timers = lab.root / "etc/systemd/system/timers.target.wants"
     assert sorted(p.name for p in timers.iterdir()) == [
         "derrick-catalogue-sync.timer",
+        "derrick-cold-freshness.timer",
+        "derrick-cold-nightly.timer",
         "derrick-report.timer",
     ]
     units = lab.root / "etc/systemd/system"
@@ -603,7 +622,10 @@ def test_units_are_enabled_and_verify(lab: Lab, tmp_path: Path) -> None:
     # The alerts role's units, as tests/fleet/test_fleet_services.py checks its own: a
     # warning is a failure too.
     ours = ("derrick-alerts.service", "derrick-report.service", "derrick-report.timer",
-            "derrick-catalogue-sync.service", "derrick-catalogue-sync.timer")  # fmt: skip
+            "derrick-catalogue-sync.service", "derrick-catalogue-sync.timer",
+            "derrick-cold-nightly.service", "derrick-cold-nightly.timer",
+            "derrick-cold-freshness.service", "derrick-cold-freshness.timer",
+            "derrick-cold-alert@.service")  # fmt: skip
     result = subprocess.run(
         ["systemd-analyze", "verify", *(str(units / unit) for unit in ours)],
         capture_output=True,
@@ -617,6 +639,14 @@ def test_units_are_enabled_and_verify(lab: Lab, tmp_path: Path) -> None:
     assert "Type=oneshot" in report
     sync_timer = (units / "derrick-catalogue-sync.timer").read_text().splitlines()
     assert "OnUnitInactiveSec=5min" in sync_timer
+    nightly = (units / "derrick-cold-nightly.timer").read_text().splitlines()
+    assert {"OnCalendar=*-*-* 01:30:00 UTC", "Persistent=true"} <= set(nightly)
+    for unit in ("derrick-cold-nightly.service", "derrick-cold-freshness.service"):
+        lines = (units / unit).read_text().splitlines()
+        assert {"Type=oneshot", "OnFailure=derrick-cold-alert@%n.service"} <= set(lines), unit
+        # the command line is one the job's CLI accepts (it exits on a bad one)
+        argv = _unit_command(lab, unit).argv
+        cold_parser().parse_args(argv[argv.index("cold") + 1 :])
 
 
 def test_registry_is_created_and_migrated(lab: Lab) -> None:
@@ -785,6 +815,57 @@ def test_catalogue_sync_service_registers_the_births_ingest_saw(
         ).fetchall()
     assert appliance == (SITE, "discovered")
     assert metrics == [(DEVICE, "ROP", "Double", "ft/h", True)]  # the DBIRTH's one metric
+
+
+def test_nightly_cold_job_runs_from_its_unit(lab: Lab, services: Services) -> None:
+    """derrick-cold-nightly.service's ExecStart, run as its timer would (for today, where the
+    lab's data is, instead of yesterday): it verifies the ingest workers' audit chains the
+    role pointed it at, archives the day in Parquet where the role said, and records its
+    success; then derrick-cold-freshness.service passes."""
+    node = "s901-a004"
+    samples = asyncio.run(_publish_node(lab.ports["mqtt"], lab.edge_password, node=node))
+    query = "SELECT count() FROM telemetry_raw WHERE node = %s"
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(psycopg.Error), psycopg.connect(services.questdb_dsn) as conn:
+            if conn.execute(query, (node,)).fetchone() == (len(samples),):
+                break
+        assert time.monotonic() < deadline, "the node's samples never reached telemetry_raw"
+        time.sleep(0.5)
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    command = _unit_command(lab, "derrick-cold-nightly.service")
+    done = subprocess.run(
+        [*command.argv, "--day", today], env=command.env, cwd=command.cwd,
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    logged = [json.loads(line) for line in done.stderr.splitlines()]  # --log-format json
+    assert any("retention: done" in entry["message"] for entry in logged), done.stderr[-2000:]
+    state = lab.root / "var/lib/derrick/cold-state"
+    assert state.stat().st_mode & 0o777 == 0o750
+    assert json.loads((state / "last-success").read_text())["day"] == today
+    # the audit step walked ingest worker 1's chain where the role pointed it (one open
+    # segment here: no sealed head to anchor yet, docs/cold-path.md)
+    run = json.loads((state / "nightly" / f"{today}.json").read_text())
+    assert re.search(r"derrick-w1: [1-9]\d* records", run["done"]["audit"]["detail"]), run
+    assert (state / "audit-anchors.json").exists()
+    # the day of the lab's site, archived where the role said: every row QuestDB holds
+    day = lab.root / f"var/lib/derrick/parquet/telemetry_raw/site={SITE}/day={today}"
+    manifest = json.loads((day / "_manifest.json").read_text())
+    start = dt.datetime.combine(dt.date.fromisoformat(today), dt.time(), dt.UTC)
+    with psycopg.connect(services.questdb_dsn) as conn:
+        stored = conn.execute(
+            "SELECT count() FROM telemetry_raw WHERE site = %s AND ts >= %s AND ts < %s",
+            (SITE, start, start + dt.timedelta(days=1)),
+        ).fetchone()
+    assert stored is not None and manifest["rows"] == stored[0] >= len(samples)
+    assert pq.read_table(day / "part-0.parquet").num_rows == manifest["rows"]
+    freshness = _unit_command(lab, "derrick-cold-freshness.service")
+    done = subprocess.run(
+        freshness.argv, env=freshness.env, cwd=freshness.cwd,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_api_is_healthy_and_ready(lab: Lab, services: Services) -> None:
