@@ -237,7 +237,8 @@ class Bench:
         return result
 
     def receive_path(self, load: Load, client: str) -> Result:
-        """One Python subscriber (the worker's aiomqtt, or paho's own loop) receiving alone."""
+        """One Python subscriber (the worker's connection, aiomqtt, or paho's own loop)
+        receiving alone."""
         frames = self.base / "broker.frames"
         write_frames(frames, load.data)
         sub = subprocess.Popen(
@@ -508,7 +509,7 @@ def run(args: argparse.Namespace) -> Result:
                     "questdb": accept, "broker": broker,
                 }  # fmt: skip
                 if load.name == "live":
-                    for client in ("aiomqtt", "paho"):
+                    for client in ("worker", "aiomqtt", "paho"):
                         limits["live"][client] = bench.receive_path(load, client)
             report["limits"] = limits
             e2e: dict[str, Result] = {}

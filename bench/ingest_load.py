@@ -337,9 +337,10 @@ def naive_consumer(port: int, pg_dsn: str, table: str, expected: int) -> None:
 
 
 def subscriber(port: int, client_kind: str, expected: int) -> None:
-    """Receive ``expected`` messages on ``spBv1.0/#`` with the worker's MQTT client (aiomqtt)
-    or with paho's own network loop; print the time from the first to the last and the CPU
-    time per message. The receive path alone: no decoding, no storing."""
+    """Receive ``expected`` messages on ``spBv1.0/#`` with the worker's MQTT connection
+    (``ingest.mqtt``, gmqtt), with aiomqtt (the edge's client, the worker's before) or with
+    paho's own network loop; print the time from the first to the last and the CPU time per
+    message. The receive path alone: no decoding, no storing."""
     import paho.mqtt.client as mqtt  # noqa: PLC0415
     from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
 
@@ -363,6 +364,33 @@ def subscriber(port: int, client_kind: str, expected: int) -> None:
         client.on_connect = on_connect
         client.connect("127.0.0.1", port, keepalive=60)
         client.loop_forever()
+    elif client_kind == "worker":
+        import asyncio  # noqa: PLC0415
+
+        from ingest.mqtt import HostConnection  # noqa: PLC0415
+
+        async def receive_worker() -> None:
+            done = asyncio.Event()
+
+            def on_message(topic: str, payload: bytes, retained: bool) -> None:
+                if state["n"] == 0:
+                    state["first"], state["cpu"] = time.time_ns(), time.process_time()
+                state["n"] += 1
+                if state["n"] >= expected:
+                    done.set()
+
+            conn = HostConnection(
+                host="127.0.0.1", port=port, client_id=f"sub-{time.monotonic_ns()}",
+                username=None, password=None, keepalive_s=60,
+                will=("bench/will", b""), on_message=on_message,
+            )  # fmt: skip
+            await conn.connect()
+            await conn.subscribe("spBv1.0/#", qos=0)
+            print("subscribed", flush=True)
+            await done.wait()
+            await conn.close()
+
+        asyncio.run(receive_worker())
     else:
         import asyncio  # noqa: PLC0415
 
@@ -408,7 +436,7 @@ def main() -> int:
     n.add_argument("--expected", type=int, required=True)
     r = sub.add_parser("subscriber")
     r.add_argument("--port", type=int, required=True)
-    r.add_argument("--client", choices=["aiomqtt", "paho"], required=True)
+    r.add_argument("--client", choices=["worker", "aiomqtt", "paho"], required=True)
     r.add_argument("--expected", type=int, required=True)
     args = parser.parse_args()
     if args.command == "subscriber":

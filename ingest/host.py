@@ -10,6 +10,7 @@ outlived the reorder timeout to rebirth).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter, deque
@@ -17,7 +18,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import aiomqtt
 import psycopg
 
 from core import conventions
@@ -37,6 +37,7 @@ from core.tables import TableSet
 from ingest.audit import archive_from_config
 from ingest.config import IngestConfig
 from ingest.kpi_node import KpiEdgeNode
+from ingest.mqtt import HostConnection, MqttError
 from ingest.nodes import NodeState, RebirthLimiter
 from ingest.pipeline import MessageProcessor, Outcome
 from ingest.writer import QuestDBWriter, RowSet, WriterError
@@ -52,24 +53,6 @@ def wall_ms() -> int:
 def _batch_key(node: NodeState) -> tuple[str, str, int]:
     """Where a message's batches are counted: the node and its current batch numbering."""
     return (node.group_id, node.edge_node_id, node.generation)
-
-
-def dispatch_queue(
-    handler: Callable[[aiomqtt.Message], None],
-) -> type[asyncio.Queue[aiomqtt.Message]]:
-    """An incoming-message "queue" for aiomqtt that hands each message to ``handler`` at once.
-
-    aiomqtt's own iterator costs a task and an ``asyncio.wait`` per message (as much as
-    decoding and storing it); the host's handling of a message is synchronous (decode, rows
-    into buffers, no I/O), so it runs right in paho's read callback. Nothing is ever queued:
-    ``client.messages`` then only ends, with ``MqttError``, when the connection drops.
-    """
-
-    class DispatchQueue(asyncio.Queue[aiomqtt.Message]):
-        def put_nowait(self, item: aiomqtt.Message) -> None:
-            handler(item)
-
-    return DispatchQueue
 
 
 def create_tables(pg_dsn: str, tables: TableSet) -> None:
@@ -111,7 +94,7 @@ class PrimaryHost:
         )
         self._state_topic = StateTopic(self._settings.primary_host_id)
         self.audit = archive_from_config(cfg)  # None unless [audit] directory is set
-        self._client: aiomqtt.Client | None = None
+        self._client: HostConnection | None = None
         self._current: RowSet | None = None
         self._failed: list[RowSet] = []
         #: Nodes whose frontier moved past the last ack sent to them.
@@ -175,7 +158,7 @@ class PrimaryHost:
         while True:
             try:
                 await self._serve()
-            except aiomqtt.MqttError as exc:
+            except MqttError as exc:
                 log.warning("MQTT connection lost: %s; reconnecting in %.1fs", exc, delay)
             self.online.clear()
             await asyncio.sleep(delay)
@@ -184,64 +167,60 @@ class PrimaryHost:
     async def _serve(self) -> None:
         connect_ts = self._clock()
         state = str(self._state_topic)
-        will = aiomqtt.Will(
-            state,
-            encode_state(StatePayload(online=False, timestamp=connect_ts)),
-            qos=1,
-            retain=True,
-        )
-        client = aiomqtt.Client(
-            self._cfg.mqtt.host,
-            self._cfg.mqtt.port,
-            identifier=f"{self._settings.primary_host_id}-{self._settings.worker}",
+        client = HostConnection(
+            host=self._cfg.mqtt.host,
+            port=self._cfg.mqtt.port,
+            client_id=f"{self._settings.primary_host_id}-{self._settings.worker}",
             username=self._cfg.mqtt.username,
             password=self._password,
-            clean_session=True,
-            keepalive=self._cfg.mqtt.keepalive_s,
-            will=will,
-            protocol=aiomqtt.ProtocolVersion.V311,
-            queue_type=dispatch_queue(self._dispatch),
+            keepalive_s=self._cfg.mqtt.keepalive_s,
+            will=(state, encode_state(StatePayload(online=False, timestamp=connect_ts))),
+            on_message=self._dispatch,
         )
-        async with client:
-            self._client = client
-            try:
-                await client.subscribe(state, qos=1)
-                share = self._settings.shared_group
-                for group in self._settings.groups:
-                    topic = f"spBv1.0/{group}/#"
-                    await client.subscribe(f"$share/{share}/{topic}" if share else topic, qos=0)
-                if self.kpi is not None and "+" not in self._settings.groups:
-                    kpi = self.kpi.session
-                    await client.subscribe(edge_node_filter(kpi.group_id, kpi.edge_node_id))
-                await client.publish(
-                    state,
-                    encode_state(StatePayload(online=True, timestamp=connect_ts)),
-                    qos=1,
-                    retain=True,
-                )
-                self.online.set()
-                log.info("primary host %s online", self._settings.primary_host_id)
-                async for _ in client.messages:  # never yields: see dispatch_queue
-                    raise AssertionError("messages are dispatched, never queued")
-            finally:
-                self._client = None
+        await client.connect()
+        self._client = client
+        try:
+            await client.subscribe(state, qos=1)
+            share = self._settings.shared_group
+            for group in self._settings.groups:
+                topic = f"spBv1.0/{group}/#"
+                await client.subscribe(f"$share/{share}/{topic}" if share else topic, qos=0)
+            if self.kpi is not None and "+" not in self._settings.groups:
+                kpi = self.kpi.session
+                await client.subscribe(edge_node_filter(kpi.group_id, kpi.edge_node_id), qos=0)
+            client.publish(
+                state,
+                encode_state(StatePayload(online=True, timestamp=connect_ts)),
+                qos=1,
+                retain=True,
+            )
+            self.online.set()
+            log.info("primary host %s online", self._settings.primary_host_id)
+            await client.wait_lost()
+            raise MqttError(f"connection to {self._cfg.mqtt.host}:{self._cfg.mqtt.port} lost")
+        finally:
+            self._client = None
+            await client.close()
 
     async def stop_gracefully(self) -> None:
-        """Publish STATE offline (QoS 1, retained) before disconnecting."""
+        """Publish STATE offline (QoS 1, retained), then disconnect: the DISCONNECT follows
+        the STATE on the same connection, and the socket is closed once both are written."""
         self._stopping = True
         client = self._client
         if client is not None:
             payload = encode_state(StatePayload(online=False, timestamp=self._clock()))
-            await client.publish(str(self._state_topic), payload, qos=1, retain=True)
+            with contextlib.suppress(MqttError):
+                client.publish(str(self._state_topic), payload, qos=1, retain=True)
+            await client.close()
 
-    def _dispatch(self, message: aiomqtt.Message) -> None:
+    def _dispatch(self, topic: str, payload: bytes, retained: bool) -> None:
         try:
-            self.on_message(message.topic.value, bytes(message.payload), retained=message.retain)
+            self.on_message(topic, payload, retained=retained)
         except Exception:
             # A bug, not bad input (bad input becomes a dead letter): never let it break
             # the connection, never swallow it silently.
             self.counters["handler_errors"] += 1
-            log.exception("message on %s not handled", message.topic.value)
+            log.exception("message on %s not handled", topic)
 
     def on_message(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
         """Handle one message: decode, node state, rows into the current row set.
@@ -302,7 +281,7 @@ class PrimaryHost:
                         await self._reassert_online()
                     else:
                         await self._request_rebirth(node, reason)
-                except aiomqtt.MqttError as exc:
+                except MqttError as exc:
                     log.info("follow-up (%s) not sent: %s", reason, exc)
 
     def _store(self, outcome: Outcome) -> None:
@@ -339,7 +318,7 @@ class PrimaryHost:
             return
         log.warning("saw own STATE offline: re-asserting online")
         payload = encode_state(StatePayload(online=True, timestamp=self._clock()))
-        await client.publish(str(self._state_topic), payload, qos=1, retain=True)
+        client.publish(str(self._state_topic), payload, qos=1, retain=True)
 
     async def _request_rebirth(self, node: NodeState, reason: str) -> None:
         now = self._clock()
@@ -363,7 +342,7 @@ class PrimaryHost:
             ],
         )
         topic = Topic(MessageType.NCMD, node.group_id, node.edge_node_id)
-        await client.publish(str(topic), encode_payload(payload), qos=0, retain=False)
+        client.publish(str(topic), encode_payload(payload), qos=0, retain=False)
 
     # -- flushing and acknowledging ------------------------------------------------------
 
@@ -473,8 +452,8 @@ class PrimaryHost:
             try:
                 alias = node.acked_alias
                 data = encode_payload(payload, None if alias is None else {alias: DataType.UInt64})
-                await client.publish(str(topic), data, qos=0, retain=False)
-            except aiomqtt.MqttError as exc:
+                client.publish(str(topic), data, qos=0, retain=False)
+            except MqttError as exc:
                 log.info("acknowledgement to %s/%s not sent: %s", group, edge, exc)
                 continue
             node.acked_sent = value
