@@ -34,8 +34,10 @@ from gmqtt.mqtt.constants import MQTTv311
 
 log = logging.getLogger(__name__)
 
-#: gmqtt logs every SUBACK at INFO, and warnings we report ourselves.
-logging.getLogger("gmqtt").setLevel(logging.ERROR)
+#: gmqtt logs every SUBACK at INFO, and refused or lost connections at WARNING and ERROR,
+#: which the host reports itself (with the reason, and what it does next). Its CRITICAL
+#: lines (a packet it cannot parse, skipped) still show.
+logging.getLogger("gmqtt").setLevel(logging.CRITICAL)
 
 #: A connect that has no CONNACK by then failed (a broker that accepts TCP and hangs).
 CONNECT_TIMEOUT_S: Final = 30.0
