@@ -205,9 +205,10 @@ def test_the_nightly_audit_step_records_heads_that_catch_a_removed_tail(
         f'[nightly]\nstate_directory = "{tmp_path / "state"}"\n'
     )
     job = NightlyJob(parse_config(config.read_text()), None)  # the audit step needs no QuestDB
-    assert "derrick-w0 head" in job._step_audit(None)  # type: ignore[arg-type]
+    detail = job._step_audit(None)  # type: ignore[arg-type]
     head = audit.verify_chain(chain).head_index
     assert head is not None
+    assert detail == f"derrick-w0: 300 records, head {head}"
     (chain / audit.segment_name(head)).unlink()  # the tail goes: the chain alone looks fine
     assert audit.verify_chain(chain).ok
     assert cold_main(["verify", "--config", str(config)]) == 1  # the recorded head is missing
