@@ -11,7 +11,7 @@ import datetime as dt
 import statistics
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiomqtt
 import psycopg
@@ -114,17 +114,34 @@ def latency_s(row: tuple[Any, ...]) -> float:
     return float((opened_at - sample_ts).total_seconds())
 
 
-THRESHOLD = {"kind": "threshold", "op": "above", "value": 3000, "clear": 2800}
+class Pipeline(NamedTuple):
+    """The real pipeline every test here runs on: the registry, the broker, QuestDB with the
+    ingest worker storing into tables under ``prefix``, and a hand-driven Sparkplug node."""
+
+    registry_pool: AsyncConnectionPool[Any]
+    mosquitto: Mosquitto
+    questdb: QuestDB
+    prefix: str
+    hand_node: HandNode
 
 
-async def test_threshold_alert_opens_within_2s_dedups_and_auto_closes(
+@pytest.fixture
+def pipeline(
     registry_pool: AsyncConnectionPool[Any],
     mosquitto: Mosquitto,
     questdb: QuestDB,
     prefix: str,
     ingest: None,
     hand_node: HandNode,
-) -> None:
+) -> Pipeline:
+    return Pipeline(registry_pool, mosquitto, questdb, prefix, hand_node)
+
+
+THRESHOLD = {"kind": "threshold", "op": "above", "value": 3000, "clear": 2800}
+
+
+async def test_threshold_alert_opens_within_2s_dedups_and_auto_closes(pipeline: Pipeline) -> None:
+    registry_pool, mosquitto, questdb, prefix, hand_node = pipeline
     rule = await add_rule(registry_pool, "SPP", THRESHOLD)
     latencies = []
     async with evaluator(config(mosquitto, prefix), registry_pool, questdb):
@@ -153,14 +170,8 @@ async def test_threshold_alert_opens_within_2s_dedups_and_auto_closes(
     assert max(latencies) < 2.0, latencies
 
 
-async def test_kpi_condition_and_stale_node(
-    registry_pool: AsyncConnectionPool[Any],
-    mosquitto: Mosquitto,
-    questdb: QuestDB,
-    prefix: str,
-    ingest: None,
-    hand_node: HandNode,
-) -> None:
+async def test_kpi_condition_and_stale_node(pipeline: Pipeline) -> None:
+    registry_pool, mosquitto, questdb, prefix, hand_node = pipeline
     # DrillingEfficiency = ROP*100/(WOB*RPM/1000) = 10*100/(20*100/1000) = 500: below 600
     kpi = await add_rule(
         registry_pool,
@@ -199,14 +210,8 @@ async def stored(questdb: QuestDB, prefix: str, value: float) -> bool:
     return False
 
 
-async def test_restart_loses_nothing_and_duplicates_nothing(
-    registry_pool: AsyncConnectionPool[Any],
-    mosquitto: Mosquitto,
-    questdb: QuestDB,
-    prefix: str,
-    ingest: None,
-    hand_node: HandNode,
-) -> None:
+async def test_restart_loses_nothing_and_duplicates_nothing(pipeline: Pipeline) -> None:
+    registry_pool, mosquitto, questdb, prefix, hand_node = pipeline
     rule = await add_rule(registry_pool, "SPP", THRESHOLD)
     cfg = config(mosquitto, prefix)
     async with evaluator(cfg, registry_pool, questdb):
@@ -253,16 +258,12 @@ async def test_restart_loses_nothing_and_duplicates_nothing(
 
 
 async def test_samples_sent_while_the_evaluator_was_cut_off_are_judged_from_questdb(
-    registry_pool: AsyncConnectionPool[Any],
-    mosquitto: Mosquitto,
-    questdb: QuestDB,
-    prefix: str,
-    ingest: None,
-    hand_node: HandNode,
+    pipeline: Pipeline,
 ) -> None:
     """The evaluator's own link to the broker drops (the broker, the nodes and ingest carry
     on): the crossing published meanwhile never reaches it live, so on reconnecting it
     replays what QuestDB stored since its checkpoint, as it does at start."""
+    registry_pool, mosquitto, questdb, prefix, hand_node = pipeline
     rule = await add_rule(registry_pool, "SPP", THRESHOLD)
     with ThrottledProxy(mosquitto.port) as link:
         async with evaluator(config(mosquitto, prefix, link.port), registry_pool, questdb):
@@ -284,17 +285,11 @@ async def test_samples_sent_while_the_evaluator_was_cut_off_are_judged_from_ques
 
 
 @pytest.mark.allow_error_logs  # the failed catch-up is logged as an error, on purpose
-async def test_questdb_unreachable_at_start_leaves_live_alerting_on(
-    registry_pool: AsyncConnectionPool[Any],
-    mosquitto: Mosquitto,
-    questdb: QuestDB,
-    prefix: str,
-    ingest: None,
-    hand_node: HandNode,
-) -> None:
+async def test_questdb_unreachable_at_start_leaves_live_alerting_on(pipeline: Pipeline) -> None:
     """The catch-up cannot read QuestDB (down, or its address wrong): the evaluator says so
     and evaluates the live stream all the same, rather than exiting (a restart loop would
     leave the sites without alerts for as long as QuestDB is away)."""
+    registry_pool, mosquitto, questdb, prefix, hand_node = pipeline
     rule = await add_rule(registry_pool, "SPP", THRESHOLD)
     cfg = config(mosquitto, prefix)
     store = AlertStore(registry_pool)
