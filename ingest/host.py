@@ -159,6 +159,8 @@ class PrimaryHost:
             try:
                 await self._serve()
             except MqttError as exc:
+                if self._stopping:  # our own graceful disconnect: no reconnecting
+                    return
                 log.warning("MQTT connection lost: %s; reconnecting in %.1fs", exc, delay)
             self.online.clear()
             await asyncio.sleep(delay)

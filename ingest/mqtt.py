@@ -77,6 +77,8 @@ class HostConnection:
     ) -> None:
         self._host, self._port, self._keepalive = host, port, keepalive_s
         self._lost = asyncio.Event()
+        #: The broker closed the connection (or it dropped): set by gmqtt's disconnect callback.
+        self._peer_closed = asyncio.Event()
         self._subacks: dict[int, asyncio.Future[tuple[int, ...]]] = {}
         will_topic, will_payload = will
         self._client = _Client(
@@ -99,7 +101,7 @@ class HostConnection:
 
         self._client.on_message = deliver
         self._client.on_subscribe = self._on_suback
-        self._client.on_disconnect = lambda *_: self._lost.set()
+        self._client.on_disconnect = lambda *_: self._on_peer_closed()
 
     def __repr__(self) -> str:  # never the password
         return f"HostConnection({self._host}:{self._port})"
@@ -149,11 +151,35 @@ class HostConnection:
     async def wait_lost(self) -> None:
         await self._lost.wait()
 
-    async def close(self) -> None:
-        """A normal disconnect (DISCONNECT sent: the broker does not publish the Will)."""
+    def _on_peer_closed(self) -> None:
         self._lost.set()
+        self._peer_closed.set()
+
+    async def close(self, *, linger_s: float = 2.0) -> None:
+        """A normal disconnect: the broker does not publish the Will.
+
+        DISCONNECT, then a half-close, then wait (at most ``linger_s``) for the broker to
+        close its side. Closing our socket at once while the broker's last packets (our own
+        STATE echoed back, live data) sit unread makes the kernel reset the connection; the
+        broker then drops the DISCONNECT with it and publishes the Will (seen with gmqtt's
+        own ``disconnect``, in about half of the graceful stops of the STATE test). gmqtt has
+        no public handle on its connection: this is the one place that reaches into it.
+        """
+        was_up = self.connected
+        self._lost.set()
+        connection = getattr(self._client, "_connection", None)
+        transport = getattr(connection, "_transport", None)
+        if was_up and connection is not None and transport is not None:
+            try:
+                connection.send_disconnect()
+                if transport.can_write_eof():
+                    transport.write_eof()
+                async with asyncio.timeout(linger_s):
+                    await self._peer_closed.wait()
+            except (OSError, TimeoutError) as exc:
+                log.debug("disconnect: broker did not close within %.1fs: %r", linger_s, exc)
         try:
-            await self._client.disconnect()
+            await self._client.disconnect()  # closes what is left; a no-op write if closed
         except Exception as exc:  # already gone: nothing to close
             log.debug("disconnect: %r", exc)
 
