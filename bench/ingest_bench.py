@@ -4,6 +4,9 @@ Everything runs on this machine in one go, against a real Mosquitto and a real Q
 (``harness``, free ports, a temporary directory), with the ingest worker as a real process
 (``python -m ingest run``, started through ``harness.derrick.ingest_process``):
 
+The worker and this process load the hot modules compiled with mypyc when the build is
+current (``ingest/compiled.py``; the table says which).
+
 * limits: our decode alone (``decode_payload``, and the worker's whole pure half,
   ``MessageProcessor.process``), rows into ILP buffers alone, QuestDB accepting pre-built rows
   alone (flush returned, and all rows visible), the broker delivering to one ``mosquitto_sub``;
@@ -53,6 +56,12 @@ from ingest_load import (  # noqa: E402
     site_of,
     write_frames,
 )
+
+from ingest import compiled  # noqa: E402
+
+# Before anything imports the hot modules: the limits measured in this process (decode,
+# process, ILP rows) run the code the worker runs, compiled when its build is current.
+CODE = compiled.activate()
 
 from core.sparkplug import decode_payload  # noqa: E402
 from core.tables import TableSet  # noqa: E402
@@ -486,6 +495,7 @@ def run(args: argparse.Namespace) -> Result:
     replay = replay_shape(5, 20, t0) if quick else replay_shape(40, 1000, t0)
     report: Result = {"date": time.strftime("%Y-%m-%d %H:%M"), "quick": quick}
     report["load_average_start"] = os.getloadavg()
+    report["code"] = CODE.describe()
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
         base = Path(tmp)
         with Mosquitto(base / "mosquitto") as mq, QuestDB(base / "questdb") as qdb:
@@ -571,6 +581,7 @@ def print_table(r: Result) -> None:
     print(f"{m['cpu']}, {m['cores']} cores; Python {m['python']}; QuestDB {m['questdb']}; "
           f"{m['mosquitto']}")  # fmt: skip
     print(f"load average start {r['load_average_start']}, end {r['load_average_end']}")
+    print(f"worker and in-process limits: {r['code']}")
     for name, s in r["shapes"].items():
         print(f"{name} shape: {s['nodes']} nodes, {s['messages']:,} messages, "
               f"{s['metrics']:,} metrics ({s['metrics_per_message']:.1f}/msg, "

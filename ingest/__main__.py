@@ -18,13 +18,14 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import uvloop
+
 from core import conventions
 from core.config import ConfigError, secret_from_env
 from core.logformat import LOG_FORMATS, configure_logging
 from core.runtime import freeze_startup_objects, run_until_signal
-from ingest import metrics
+from ingest import compiled
 from ingest.config import load_config, read_password
-from ingest.host import PrimaryHost
 
 log = logging.getLogger("ingest")
 
@@ -79,6 +80,10 @@ def _replay(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level.upper(), args.log_format)
+    if args.command != "check":
+        # Before anything imports the hot modules (ingest/compiled.py): this process only.
+        loaded = compiled.activate()
+        log.log(logging.INFO if loaded.reason is None else logging.WARNING, "%s", loaded.describe())
     if args.command == "replay":
         return _replay(args)
     try:
@@ -92,18 +97,22 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"derrick-ingest: invalid configuration: {exc}", file=sys.stderr)
         return 2
+    from ingest import metrics  # noqa: PLC0415  (after compiled.activate)
+    from ingest.host import PrimaryHost  # noqa: PLC0415
+
     host = PrimaryHost(cfg, ilp_conf=ilp_conf, pg_dsn=pg_dsn, password=password)
     if cfg.metrics.port is not None:
         metrics.serve(host, cfg.metrics.port, cfg.metrics.address)
     freeze_startup_objects()
-    asyncio.run(
-        run_until_signal(
-            host.run(),
-            name="primary-host",
-            farewell=[(host.flush, 5.0), (host.stop_gracefully, 2.0)],
-            stopping_message="final flush, STATE offline",
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(
+            run_until_signal(
+                host.run(),
+                name="primary-host",
+                farewell=[(host.flush, 5.0), (host.stop_gracefully, 2.0)],
+                stopping_message="final flush, STATE offline",
+            )
         )
-    )
     return 0
 
 

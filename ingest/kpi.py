@@ -111,7 +111,7 @@ class MovingAverage:
         self._updates += 1
         if self._updates >= _RESUM_EVERY:
             self._updates = 0
-            self._sum = math.fsum(v for _, v in samples)
+            self._sum = math.fsum([v for _, v in samples])
         return self._sum / len(samples)
 
 

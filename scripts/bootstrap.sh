@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the Derrick dev/test harness needs, idempotently:
 #   Debian packages (mosquitto, postgresql, ...), a Java >= 17, the pinned QuestDB jar,
-#   the pinned uv and the project's locked Python environment (.venv).
+#   the pinned uv, the project's locked Python environment (.venv) and the ingest worker's
+#   modules compiled with mypyc (scripts/compile.py).
 # Writes the discovered paths to "$DERRICK_CACHE/env" for harness/ to read.
 # Never leaves a Debian-managed mosquitto or postgresql service running: the harness
 # starts its own processes on free loopback ports. Likewise for an sshd this script installed
@@ -232,6 +233,20 @@ fi
 
 log "uv sync --frozen"
 (cd "$REPO_ROOT" && "$UV_BIN" sync --frozen --python "$PYTHON_BIN")
+
+# ---------------------------------------------------------------- the worker's compiled modules
+# scripts/compile.py builds the ingest worker's hot modules with mypyc (ingest/compiled.py),
+# unless the build in build/mypyc/lib matches the sources: a C compiler and the headers of
+# the interpreter the venv runs on.
+command -v cc >/dev/null 2>&1 || apt_install gcc libc6-dev
+PY_INCLUDE="$("$PYTHON_BIN" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+if [[ ! -f "$PY_INCLUDE/Python.h" ]]; then
+    [[ "$PY_INCLUDE" == /usr/include/* ]] \
+        || die "$PYTHON_BIN has no headers ($PY_INCLUDE/Python.h): install its development files"
+    apt_install python3-dev
+    [[ -f "$PY_INCLUDE/Python.h" ]] || die "python3-dev did not install $PY_INCLUDE/Python.h"
+fi
+"$REPO_ROOT/.venv/bin/python" "$REPO_ROOT/scripts/compile.py" | sed 's/^/[bootstrap] /'
 
 # ---------------------------------------------------------------- Node.js interop peers
 # Independent Sparkplug implementations (Eclipse Tahu JS) for tests/interop: exact versions

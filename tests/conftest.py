@@ -8,11 +8,17 @@
   ``@pytest.mark.allow_error_logs`` (STYLE rule 8: a swallowed exception fails a test).
 
 A fixture whose server cannot start raises: the test errors, it is never skipped.
+
+Before the session, ``scripts/compile.py`` builds the ingest worker's compiled modules when
+the sources changed since the last build (``ingest/compiled.py``): the workers the tests
+start run what production runs, and a failed build stops the session.
 """
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +27,20 @@ import pytest
 from harness import SMALL_TABLES, Mosquitto, Postgres, QuestDB
 
 ALLOW_ERROR_LOGS = "allow_error_logs"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    build = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "compile.py")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if build.returncode != 0:
+        pytest.exit(
+            f"scripts/compile.py failed (the ingest worker's compiled modules):\n"
+            f"{build.stdout[-3000:]}{build.stderr[-3000:]}",
+            returncode=1,
+        )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -62,6 +62,7 @@ from harness import Postgres, locate
 from harness.ports import allocate_port, is_listening
 from harness.process import ManagedProcess
 from harness.tls import make_scratch_pki
+from ingest.compiled import COMPILED_MODULES, default_directory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -231,6 +232,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, _postgres_server: Postgres) ->
         "cloud_manage_accounts": False,
         "cloud_python": sys.executable,
         "cloud_app_dir": str(REPO),
+        "cloud_ingest_compiled_dir": str(default_directory()),
         "cloud_broker_mosquitto_user": getpass.getuser(),
         "cloud_broker_mosquitto_bin": str(locate.mosquitto_binary()),
         "cloud_broker_mqtt_address": "127.0.0.1",
@@ -370,7 +372,7 @@ class _Command:
 
 def _unit_command(lab: Lab, unit: str, instance: str = "") -> _Command:
     """What systemd would run for ``unit`` of the lab root: its ExecStart (with ``%i`` set to
-    ``instance``), EnvironmentFile and WorkingDirectory."""
+    ``instance``), Environment, EnvironmentFile and WorkingDirectory."""
     text = (lab.root / "etc/systemd/system" / unit).read_text().replace("%i", instance)
     argv: list[str] = []
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QDB_", "DERRICK_"))}
@@ -383,6 +385,8 @@ def _unit_command(lab: Lab, unit: str, instance: str = "") -> _Command:
             argv = shlex.split(value)
         elif key == "EnvironmentFile":
             env.update(_environment_file(Path(value)))
+        elif key == "Environment":
+            env.update(item.split("=", 1) for item in shlex.split(value))
         elif key == "WorkingDirectory":
             cwd = Path(value)
     assert argv, f"{unit} has no ExecStart"
@@ -780,6 +784,11 @@ def test_ingest_stores_a_node_in_the_converged_questdb(lab: Lab, services: Servi
         time.sleep(0.5)
     assert report is not None and report.ok, report
     assert wanted <= topics, topics
+    # the unit pointed the worker at the compiled build (cloud_ingest_compiled_dir): it loaded it
+    url = f"http://127.0.0.1:{lab.ports['ingest_1']}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    assert f"derrick_ingest_compiled_modules {float(len(COMPILED_MODULES))}" in text
 
 
 def test_catalogue_sync_service_registers_the_births_ingest_saw(
@@ -909,7 +918,7 @@ def test_prometheus_scrapes_every_service_and_loads_the_rules(lab: Lab, services
 
         # evaluated at least once (a rule not yet evaluated reports health "unknown")
         _wait(prometheus, "rules evaluated", lambda: all(r["health"] == "ok" for r in rules()), 60)
-        assert len(rules()) == 8
+        assert len(rules()) == 9
         # the worker is an online Primary Host: its offline alert is not pending or firing
         offline = next(r for r in rules() if r["name"] == "IngestWorkerOffline")
         assert offline["state"] == "inactive", offline

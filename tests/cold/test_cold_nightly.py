@@ -200,9 +200,11 @@ def test_killed_mid_export_then_rerun_gives_the_same_result(
         "--day",
         world.day.isoformat(),
     ]
-    proc = subprocess.Popen(
-        cmd, env=cold_env(world.questdb), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    # The killed job cannot remove its scratch directory: keep it in the test's own.
+    scratch = tmp / "scratch"
+    scratch.mkdir()
+    env = {**cold_env(world.questdb), "TMPDIR": str(scratch)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while not list((tmp / "b").rglob("_manifest.json")):

@@ -17,6 +17,7 @@ from harness import Mosquitto, QuestDB
 from harness.derrick import EdgeSpec, SimulatedDevice, edge_process, ingest_process
 from harness.observer import SparkplugObserver
 from harness.ports import allocate_port
+from ingest.compiled import COMPILED_MODULES
 
 pytestmark = [pytest.mark.integration]
 
@@ -101,4 +102,6 @@ def test_metrics_endpoint_reports_real_traffic(
     assert value("derrick_ingest_online") == 1
     assert value("derrick_ingest_nodes") >= 1
     assert value("derrick_ingest_shed_messages_total") == 0
+    # the worker runs the modules compiled with mypyc (tests/conftest.py builds them)
+    assert value("derrick_ingest_compiled_modules") == len(COMPILED_MODULES)
     assert ready == (200, "ready\n")

@@ -125,6 +125,28 @@ CASES = [
             ),
         ],
     ),
+    # a worker without its compiled build opens a ticket after 10 minutes (a restart while
+    # the build is replaced does not)
+    _case(
+        {
+            'derrick_ingest_compiled_modules{instance="w1"}': "7 0x15",
+            'derrick_ingest_compiled_modules{instance="w2"}': "7 0x3 7x12",
+        },
+        [
+            ("8m", "IngestRunningInterpreted", []),
+            (
+                "12m",
+                "IngestRunningInterpreted",
+                [
+                    _alert(
+                        {"severity": "ticket", "instance": "w1"},
+                        "ingest worker w1 runs interpreted, ~1/5 slower a message: its mypyc"
+                        " build is missing or does not match the release (its log says why)",
+                    )
+                ],
+            ),
+        ],
+    ),
     # two nodes of s101 unacknowledged for more than 15 min; s102's node answered a minute ago
     _case(
         {
@@ -176,7 +198,7 @@ def test_alert_rules_fire_on_their_failure_and_not_otherwise(tmp_path: Path) -> 
         [str(promtool), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 8 rules found" in check.stdout, check.stdout
+    assert "SUCCESS: 9 rules found" in check.stdout, check.stdout
     tests = tmp_path / "platform-health.test.yml"
     tests.write_text(
         yaml.safe_dump({"rule_files": [str(RULES)], "evaluation_interval": "1m", "tests": CASES})
