@@ -44,6 +44,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from ingest import compiled  # noqa: E402
+
+# Before anything imports the hot modules (ingest_load imports the codec): the limits
+# measured in this process (decode, process, ILP rows) run the code the worker runs,
+# compiled when its build is current.
+CODE = compiled.activate()
+
 import _common as common  # noqa: E402
 from ingest_load import (  # noqa: E402
     DATATYPES,
@@ -56,12 +63,6 @@ from ingest_load import (  # noqa: E402
     site_of,
     write_frames,
 )
-
-from ingest import compiled  # noqa: E402
-
-# Before anything imports the hot modules: the limits measured in this process (decode,
-# process, ILP rows) run the code the worker runs, compiled when its build is current.
-CODE = compiled.activate()
 
 from core.sparkplug import decode_payload  # noqa: E402
 from core.tables import TableSet  # noqa: E402

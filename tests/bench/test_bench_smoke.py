@@ -39,6 +39,8 @@ def test_ingest_bench_quick_json_has_every_figure() -> None:
     report = json.loads(done.stdout)
     assert {"machine", "shapes", "limits", "end_to_end", "latency", "naive"} <= report.keys()
     assert {"cpu", "cores", "python", "questdb", "mosquitto"} <= report["machine"].keys()
+    # the in-process limits run the worker's code: compiled (tests/conftest.py built it)
+    assert report["code"].startswith("compiled modules from "), report["code"]
     for shape in ("live", "replay"):
         limits = report["limits"][shape]
         assert {"decode", "process", "ilp_rows", "questdb", "broker"} <= limits.keys()
