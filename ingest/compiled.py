@@ -121,11 +121,20 @@ def activate(directory: Path | None = None) -> Compiled:
         reason = f"already imported interpreted: {', '.join(early)}"
     if reason is not None:
         return Compiled((), directory, reason)
-    sys.meta_path.insert(0, _Finder(files))
+    finder = _Finder(files)
+    sys.meta_path.insert(0, finder)
     for name in COMPILED_MODULES:
-        module = importlib.import_module(name)
-        if not Path(module.__file__ or "").is_relative_to(directory):
-            raise ImportError(f"{name} loaded from {module.__file__}, not from {directory}")
+        try:
+            module = importlib.import_module(name)
+            if not is_compiled(module):
+                raise ImportError(f"loaded from {module.__file__}, not from {directory}")
+        except ImportError as exc:
+            # A build that matches its stamp but does not load (a damaged file, a missing
+            # library): forget every module it brought in, then run interpreted.
+            sys.meta_path.remove(finder)
+            for loaded in files:
+                sys.modules.pop(loaded, None)
+            return Compiled((), directory, f"{name} did not load from {directory}: {exc}")
     return Compiled(COMPILED_MODULES, directory)
 
 

@@ -97,6 +97,7 @@ def _edit_stamp(directory: Path, **changes: object) -> None:
         ("file", "incomplete build"),
         ("stamp", "no build in"),
         ("garbage", "unreadable"),
+        ("damaged", "ingest.pipeline did not load from"),
     ],
 )
 def test_a_build_that_does_not_match_is_never_loaded(
@@ -109,6 +110,9 @@ def test_a_build_that_does_not_match_is_never_loaded(
         _edit_stamp(build, python="3.0.1 (elsewhere)")
     elif damage == "file":
         next(build.rglob("pipeline.*.so")).unlink()
+    elif damage == "damaged":
+        # mypyc's shared library, which every compiled module's code lives in
+        next(build.glob("*__mypyc.*.so")).write_bytes(b"\x7fELF not a shared object")
     elif damage == "stamp":
         (build / STAMP).unlink()
     else:
