@@ -24,10 +24,12 @@ from pathlib import Path
 
 import pytest
 
+import harness
 from harness import SMALL_TABLES, Mosquitto, Postgres, QuestDB
 
 ALLOW_ERROR_LOGS = "allow_error_logs"
-REPO = Path(__file__).resolve().parent.parent
+# (through the harness package: tests/harness copies this file elsewhere and runs it there)
+REPO = Path(harness.__file__).resolve().parent.parent
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
