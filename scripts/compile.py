@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -48,9 +49,10 @@ def build(out: Path) -> None:
         cmd.build_lib = str(lib)  # type: ignore[attr-defined]
         cmd.build_temp = str(work / "temp")  # type: ignore[attr-defined]
         dist.run_command("build_ext")
+        suffix = sysconfig.get_config_var("EXT_SUFFIX")  # .cpython-311-x86_64-linux-gnu.so
         files = {
-            ".".join(p.relative_to(lib).parts).split(".cpython-")[0].split(".abi3")[0]: p
-            for p in lib.rglob("*.so")
+            ".".join(p.relative_to(lib).parts).removesuffix(suffix): p
+            for p in lib.rglob(f"*{suffix}")
         }
         missing = [m for m in COMPILED_MODULES if m not in files]
         if missing:

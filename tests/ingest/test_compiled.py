@@ -51,16 +51,17 @@ print(json.dumps({{
 """
 
 
+def _python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -c code args`` in a fresh interpreter (activation is once per process)."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=python_env(), cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
 def _probe(directory: Path, before: str = "") -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", _PROBE.format(before=before), str(directory)],
-        env=python_env(),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    out = _python(_PROBE.format(before=before), str(directory))
+    assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)
 
 
@@ -137,10 +138,8 @@ def test_only_the_worker_loads_the_build() -> None:
         "from ingest.compiled import COMPILED_MODULES, is_compiled\n"
         "print([m for m in COMPILED_MODULES if m in sys.modules and is_compiled(sys.modules[m])])"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=python_env(), cwd=REPO,
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+    out = _python(code)
+    assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "[]"
 
 
@@ -156,10 +155,7 @@ def test_the_unit_tests_pass_against_the_compiled_modules(tmp_path: Path) -> Non
         "import pytest\n"
         "sys.exit(pytest.main(sys.argv[1:]))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, "-q", "-p", "no:cacheprovider", "--basetemp",
-         str(tmp_path / "t"), *UNIT_TESTS],
-        env=python_env(), cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
+    out = _python(code, "-q", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "t"),
+                  *UNIT_TESTS, timeout=240)  # fmt: skip
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and "skipped" not in out.stdout, out.stdout[-500:]
