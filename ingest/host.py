@@ -55,11 +55,26 @@ def _batch_key(node: NodeState) -> tuple[str, str, int]:
     return (node.group_id, node.edge_node_id, node.generation)
 
 
-def create_tables(pg_dsn: str, tables: TableSet) -> None:
-    """Create Derrick's QuestDB tables if missing (DDL over PGWire)."""
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        for sql in tables.create_statements():
-            conn.execute(sql.encode())
+def create_tables(pg_dsn: str, tables: TableSet, *, attempts: int = 5) -> None:
+    """Create Derrick's QuestDB tables if missing (DDL over PGWire).
+
+    Workers sharing a table prefix start together (systemd starts ``derrick-ingest@1..N`` at
+    once): QuestDB can refuse a ``CREATE ... IF NOT EXISTS`` that races another worker's
+    (seen: "query references multiple tables" for a materialized view whose base table was
+    being created). Every statement is idempotent, so the whole list is tried again.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:
+                for sql in tables.create_statements():
+                    conn.execute(sql.encode())
+            return
+        except psycopg.DatabaseError as exc:
+            if attempt == attempts:
+                raise
+            log.warning("creating the tables failed (attempt %d of %d), again: %s",
+                        attempt, attempts, exc)  # fmt: skip
+            time.sleep(0.2 * attempt)
 
 
 class PrimaryHost:
